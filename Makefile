@@ -1,0 +1,42 @@
+# daskflow developer entry points. `make example` and `make test` are the README's quickstart.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+EXAMPLE ?= examples/etl-mapreduce.yaml
+
+.PHONY: venv example test lint unit testenv bench clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+example: venv
+	$(BIN)/daskflow run $(EXAMPLE)
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+testenv:
+	bash hack/install-test-deps.sh
+
+# The whole suite: lint, types, layers, then every test (the Kubernetes tests
+# start their own etcd and kube-apiserver on loopback).
+test: venv lint testenv
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest -m "not kube and not docker" $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python benchmarks/bench_engine.py
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
