@@ -1,0 +1,254 @@
+"""What runs on a Dask worker: one attempt loop per task (or mapped item).
+
+Retries, backoff, jitter and per-attempt timeouts happen here, next to the work, so a
+retry costs no round trip through the client. The outcome leaves the worker in two ways:
+the value (or a :class:`TaskFailed` / :class:`TaskSkipped` exception, which Dask hands on
+to every dependent) and small worker events with the details the status needs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+import traceback
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ..model.refs import Ref, substitute
+from ..model.status import clip, small_json
+
+STDERR_TAIL = 1500
+FALSY_STRINGS = frozenset({"", "false", "0", "no", "off", "null", "none"})
+_NO_ITEM: Any = object()
+
+
+class TaskFailed(Exception):
+    """Raised when a task (or one mapped item) has failed all its attempts."""
+
+    def __init__(self, task: str, message: str, attempts: int, item: int | None = None) -> None:
+        super().__init__(task, message, attempts, item)
+        self.task, self.message, self.attempts, self.item = task, message, attempts, item
+
+    def __str__(self) -> str:
+        return f"task {self.task!r} failed: {self.message}"
+
+
+class TaskSkipped(Exception):
+    """Raised when a task's ``when`` is false; Dask passes it on to every dependent."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__(task)
+        self.task = task
+
+
+class CommandFailed(Exception):
+    """A command exited non-zero."""
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRuntime:
+    """What a worker needs to run one task: small, plain, and cheap to pickle."""
+
+    name: str
+    topic: str
+    call: str | None
+    command: tuple[Any, ...] | None
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
+    env: Mapping[str, str]
+    when: Any
+    retries: int
+    retry_delay: float
+    retry_backoff: float
+    retry_jitter: float
+    timeout: float | None
+    report: bool  # send start/done events (single tasks; mapped items only report retries)
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def truthy(value: Any) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() not in FALSY_STRINGS
+    return bool(value)
+
+
+def _emit(topic: str, msg: dict[str, Any]) -> None:
+    try:
+        from distributed import get_worker
+
+        get_worker().log_event(topic, msg)
+    except ValueError:  # not on a worker (e.g. called inline in a test)
+        pass
+
+
+def resolve_callable(spec: str) -> Any:
+    module_name, _, attr_path = spec.partition(":")
+    obj: Any = importlib.import_module(module_name)
+    for attr in attr_path.split("."):
+        obj = getattr(obj, attr)
+    if not callable(obj):
+        raise TypeError(f"{spec} is not callable")
+    return obj
+
+
+# Commands that are running, by topic (one per run), so a cancel can kill them.
+_RUNNING: dict[str, set[subprocess.Popen[bytes]]] = {}
+_RUNNING_LOCK = threading.Lock()
+
+
+def kill_commands(topic: str) -> int:
+    """Kill the process groups of every command of this run on this worker."""
+    with _RUNNING_LOCK:
+        procs = list(_RUNNING.pop(topic, ()))
+    for proc in procs:
+        _killpg(proc)
+    return len(procs)
+
+
+def _killpg(proc: subprocess.Popen[bytes]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _run_command(rt: TaskRuntime, argv: list[str], env: Mapping[str, str]) -> str:
+    proc = subprocess.Popen(
+        [str(a) for a in argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, **env},
+        start_new_session=True,
+    )
+    with _RUNNING_LOCK:
+        _RUNNING.setdefault(rt.topic, set()).add(proc)
+    try:
+        out, err = proc.communicate(timeout=rt.timeout)
+    except subprocess.TimeoutExpired:
+        _killpg(proc)
+        proc.communicate()
+        raise TimeoutError(f"timeout: command ran longer than {rt.timeout:g}s") from None
+    finally:
+        with _RUNNING_LOCK:
+            _RUNNING.get(rt.topic, set()).discard(proc)
+    if proc.returncode != 0:
+        tail = err.decode(errors="replace")[-STDERR_TAIL:].strip()
+        how = (
+            f"killed by signal {-proc.returncode}"
+            if proc.returncode < 0
+            else f"exit code {proc.returncode}"
+        )
+        raise CommandFailed(f"{how}" + (f"; stderr: {tail}" if tail else ""))
+    text = out.decode(errors="replace")
+    return text[:-1] if text.endswith("\n") else text
+
+
+def _call_with_timeout(fn: Any, args: list[Any], kwargs: dict[str, Any], timeout: float) -> Any:
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn(*args, **kwargs)
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True, name="daskflow-call")
+    thread.start()
+    thread.join(timeout)
+    if thread.is_alive():
+        raise TimeoutError(f"timeout: call ran longer than {timeout:g}s")
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
+def describe_error(exc: BaseException) -> str:
+    """Exception type and text, plus the last lines of its traceback."""
+    head = f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, CommandFailed | TimeoutError):
+        return clip(head)
+    frames = traceback.format_tb(exc.__traceback__)[-2:]
+    tail = "".join(frames).rstrip()
+    return clip(head + ("\n" + tail if tail else ""))
+
+
+def run_task(
+    rt: TaskRuntime, upstream: Mapping[str, Any], item: Any = _NO_ITEM, index: int | None = None
+) -> Any:
+    """Run one task or mapped item: resolve references, then attempt up to 1 + retries."""
+
+    def lookup(ref: Ref) -> Any:
+        return item if ref.kind == "item" else upstream[ref.name]
+
+    if rt.when is not None and not truthy(substitute(rt.when, lookup)):
+        if rt.report:
+            _emit(rt.topic, {"task": rt.name, "event": "skipped", "time": utc_now()})
+        raise TaskSkipped(rt.name)
+    started = utc_now()
+    attempt = 0
+    while True:
+        attempt += 1
+        if rt.report:
+            _emit(rt.topic, {"task": rt.name, "event": "start", "attempt": attempt, "time": started})
+        try:
+            if rt.command is not None:
+                argv = substitute(list(rt.command), lookup)
+                value: Any = _run_command(rt, argv, substitute(dict(rt.env), lookup))
+            else:
+                assert rt.call is not None
+                fn = resolve_callable(rt.call)
+                args = substitute(list(rt.args), lookup)
+                kwargs = substitute(dict(rt.kwargs), lookup)
+                value = (
+                    fn(*args, **kwargs)
+                    if rt.timeout is None
+                    else _call_with_timeout(fn, args, kwargs, rt.timeout)
+                )
+        except Exception as exc:
+            message = describe_error(exc)
+            if attempt <= rt.retries:
+                delay = rt.retry_delay * rt.retry_backoff ** (attempt - 1)
+                delay += random.uniform(0, rt.retry_jitter * delay)
+                _emit(
+                    rt.topic,
+                    {
+                        "task": rt.name,
+                        "event": "retry",
+                        "attempt": attempt,
+                        "item": index,
+                        "message": message,
+                        "delay": delay,
+                    },
+                )
+                time.sleep(delay)
+                continue
+            raise TaskFailed(rt.name, message, attempt, index) from None
+        if rt.report:
+            _emit(
+                rt.topic,
+                {
+                    "task": rt.name,
+                    "event": "done",
+                    "attempts": attempt,
+                    "start": started,
+                    "end": utc_now(),
+                    "result": small_json(value),
+                },
+            )
+        return value
+
+
+def run_item(item: Any, index: int, rt: TaskRuntime, upstream: Mapping[str, Any]) -> Any:
+    """One mapped item; the item comes first so that ``client.map`` can batch them."""
+    return run_task(rt, upstream, item, index)

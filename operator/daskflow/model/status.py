@@ -1,0 +1,230 @@
+"""The FlowRun status: the one object the CLI prints and the operator writes to Kubernetes.
+
+:class:`StatusBook` holds the state of a run and is the only place that changes it. Every
+change goes through the transition table of :mod:`daskflow.model.states`, so a terminal
+task or phase never moves. :meth:`StatusBook.to_dict` renders the status as JSON, trimmed
+to stay under the size bound whatever the flow's size.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from .states import Phase, TaskState, can_move_phase, can_move_task
+
+RESULT_LIMIT = 1024  # serialized bytes of a result kept in status
+MESSAGE_LIMIT = 2048
+FAILED_ITEMS_LIMIT = 20
+STATUS_BUDGET = 240 * 1024  # under the 256 KiB bound, with room for metadata
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def small_json(value: Any, limit: int = RESULT_LIMIT) -> tuple[bool, Any]:
+    """``(True, value)`` if the value is JSON and at most ``limit`` bytes serialized."""
+    if isinstance(value, str | bytes | list | dict | tuple) and len(value) > limit:
+        return False, None
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return False, None
+    return (len(text.encode()) <= limit, value)
+
+
+def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
+    return text if len(text) <= limit else text[: limit // 2 - 3] + " … " + text[-limit // 2 :]
+
+
+@dataclass
+class ItemCounts:
+    total: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    running: int = 0
+    cancelled: int = 0
+    skipped: int = 0
+
+    @property
+    def pending(self) -> int:
+        done = self.succeeded + self.failed + self.cancelled + self.skipped
+        return max(self.total - done - self.running, 0)
+
+
+@dataclass
+class TaskRecord:
+    state: TaskState = TaskState.PENDING
+    attempts: int = 0
+    retries: int = 0
+    start_time: str | None = None
+    completion_time: str | None = None
+    message: str | None = None
+    result: Any = None
+    has_result: bool = False
+    items: ItemCounts | None = None
+    failed_items: list[int] = field(default_factory=list)
+
+    def to_dict(self, with_result: bool = True, message_limit: int = MESSAGE_LIMIT) -> dict[str, Any]:
+        out: dict[str, Any] = {"state": str(self.state), "attempts": self.attempts}
+        if self.retries:
+            out["retries"] = self.retries
+        if self.start_time:
+            out["startTime"] = self.start_time
+        if self.completion_time and self.state.terminal:
+            out["completionTime"] = self.completion_time
+        if self.message:
+            out["message"] = clip(self.message, message_limit)
+        if self.has_result and with_result and self.state == TaskState.SUCCEEDED:
+            out["result"] = self.result
+        if self.items is not None:
+            out["items"] = {
+                "total": self.items.total,
+                "succeeded": self.items.succeeded,
+                "failed": self.items.failed,
+                "running": self.items.running,
+                "pending": self.items.pending,
+            }
+            if self.failed_items:
+                out["failedItems"] = self.failed_items
+        return out
+
+
+class StatusBook:
+    """The live status of one run. Mutated only through its ``mark_*`` methods."""
+
+    def __init__(self, task_names: list[str]) -> None:
+        self.phase = Phase.PENDING
+        self.start_time: str | None = None
+        self.completion_time: str | None = None
+        self.message: str | None = None
+        self.reason: str | None = None
+        self.tasks: dict[str, TaskRecord] = {name: TaskRecord() for name in task_names}
+        self.version = 0  # bumped on every change, so sinks can tell what is new
+
+    # -- run phase -------------------------------------------------------------------------
+    def mark_phase(self, phase: Phase, message: str | None = None, reason: str | None = None) -> bool:
+        if not can_move_phase(self.phase, phase) or self.phase == phase:
+            return False
+        self.phase = phase
+        if phase == Phase.RUNNING and self.start_time is None:
+            self.start_time = now_iso()
+        if phase.terminal:
+            self.start_time = self.start_time or now_iso()
+            self.completion_time = now_iso()
+        if message is not None:
+            self.message = message
+        if reason is not None:
+            self.reason = reason
+        self.version += 1
+        return True
+
+    # -- tasks -----------------------------------------------------------------------------
+    def mark_task(
+        self,
+        name: str,
+        state: TaskState,
+        *,
+        message: str | None = None,
+        attempts: int | None = None,
+        start_time: str | None = None,
+        completion_time: str | None = None,
+    ) -> bool:
+        """Move a task to ``state`` if the table allows it; returns whether it moved."""
+        rec = self.tasks[name]
+        if not can_move_task(rec.state, state):
+            return False
+        changed = rec.state != state
+        rec.state = state
+        if state in (TaskState.RUNNING, TaskState.RETRYING) or state == TaskState.SUCCEEDED:
+            rec.start_time = rec.start_time or start_time or now_iso()
+        if start_time and (rec.start_time is None or start_time < rec.start_time):
+            rec.start_time = start_time
+        if state.terminal:
+            rec.completion_time = completion_time or rec.completion_time or now_iso()
+        if message is not None:
+            rec.message = message
+            changed = True
+        if attempts is not None and attempts > rec.attempts:
+            rec.attempts = attempts
+            changed = True
+        if changed:
+            self.version += 1
+        return changed
+
+    def set_task_details(
+        self,
+        name: str,
+        *,
+        attempts: int | None = None,
+        start_time: str | None = None,
+        completion_time: str | None = None,
+        result: tuple[bool, Any] | None = None,
+        message: str | None = None,
+    ) -> None:
+        """Late details of a task (from a worker event), whatever its state."""
+        rec = self.tasks[name]
+        if attempts is not None:
+            rec.attempts = max(rec.attempts, attempts)
+        if start_time:
+            rec.start_time = start_time
+        if completion_time:
+            rec.completion_time = completion_time
+        if result is not None and result[0]:
+            rec.result, rec.has_result = result[1], True
+        if message is not None and rec.state != TaskState.SUCCEEDED:
+            rec.message = message
+        self.version += 1
+
+    def set_items(self, name: str, counts: ItemCounts, failed_items: list[int]) -> None:
+        rec = self.tasks[name]
+        rec.items = counts
+        rec.failed_items = sorted(failed_items)[:FAILED_ITEMS_LIMIT]
+        self.version += 1
+
+    def unfinished(self) -> list[str]:
+        return [n for n, r in self.tasks.items() if not r.state.terminal]
+
+    def counts(self) -> dict[TaskState, int]:
+        out: dict[TaskState, int] = {}
+        for rec in self.tasks.values():
+            out[rec.state] = out.get(rec.state, 0) + 1
+        return out
+
+    # -- rendering -------------------------------------------------------------------------
+    def to_dict(self, budget: int = STATUS_BUDGET) -> dict[str, Any]:
+        """The status object, trimmed so that its JSON stays within ``budget`` bytes."""
+        head: dict[str, Any] = {"phase": str(self.phase)}
+        if self.start_time:
+            head["startTime"] = self.start_time
+        if self.completion_time:
+            head["completionTime"] = self.completion_time
+        if self.message:
+            head["message"] = clip(self.message)
+        if self.reason:
+            head["reason"] = self.reason
+        counts = self.counts()
+        head["summary"] = {
+            "total": len(self.tasks),
+            "succeeded": counts.get(TaskState.SUCCEEDED, 0),
+            "failed": counts.get(TaskState.FAILED, 0),
+            "progress": f"{counts.get(TaskState.SUCCEEDED, 0)}/{len(self.tasks)}",
+        }
+        # Trim in steps until the whole fits: results first, then messages.
+        for with_result, message_limit in ((True, MESSAGE_LIMIT), (False, MESSAGE_LIMIT), (False, 256), (False, 0)):
+            tasks = {
+                n: r.to_dict(with_result=with_result, message_limit=message_limit)
+                for n, r in self.tasks.items()
+            }
+            if message_limit == 0:
+                for t in tasks.values():
+                    t.pop("message", None)
+            out = {**head, "tasks": tasks}
+            if len(json.dumps(out, separators=(",", ":"))) <= budget:
+                break
+        if not with_result:
+            out["truncated"] = True
+        return out

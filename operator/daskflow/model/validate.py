@@ -1,0 +1,160 @@
+"""Turn a manifest into a :class:`FlowRun`, or into one clear message naming every problem.
+
+Validation runs before any cluster starts. Each problem names the task and the field, as
+``tasks[1] (load).dependsOn: unknown task "extrct"``, and all problems are reported at
+once: a user fixes a manifest in one round trip, never by reading a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from .graph import REFERENCING_FIELDS, find_cycle, task_dependencies
+from .refs import REFERENCE, iter_refs
+from .spec import FlowRun, TaskSpec
+
+
+class ManifestError(ValueError):
+    """An invalid manifest; ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str], source: str = "manifest") -> None:
+        self.problems = problems
+        self.source = source
+        lines = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{source} is invalid:\n{lines}")
+
+
+def _task_label(raw: Mapping[str, Any], index: int) -> str:
+    tasks = raw.get("spec", {}).get("tasks") if isinstance(raw.get("spec"), Mapping) else None
+    name = None
+    if isinstance(tasks, list) and index < len(tasks) and isinstance(tasks[index], Mapping):
+        name = tasks[index].get("name")
+    return f"tasks[{index}] ({name})" if isinstance(name, str) else f"tasks[{index}]"
+
+
+def _format_loc(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
+    parts = list(loc)
+    if parts[:2] == ["spec", "tasks"] and len(parts) > 2 and isinstance(parts[2], int):
+        head, parts = _task_label(raw, parts[2]), parts[3:]
+    elif parts and parts[0] == "spec":
+        head, parts = "spec", parts[1:]
+    else:
+        head = ""
+    out = head
+    for part in parts:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("function-after", "list[any]", "str", "float", "int", "bool"):
+            continue
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(root)"
+
+
+def _pydantic_problems(raw: Mapping[str, Any], err: ValidationError) -> list[str]:
+    problems = []
+    for item in err.errors(include_url=False):
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        msg = item["msg"]
+        if item["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif item["type"] == "string_pattern_mismatch" and loc[-1:] == ("call",):
+            msg = 'must look like "module:attr" or "module:Class.attr"'
+        problems.append(f"{_format_loc(raw, loc)}: {msg}")
+    return list(dict.fromkeys(problems))
+
+
+def semantic_problems(flow: FlowRun) -> list[str]:
+    """Checks that need the whole flow: names, references, cycles, call XOR command."""
+    problems: list[str] = []
+    tasks = flow.spec.tasks
+    index = {t.name: i for i, t in reversed(list(enumerate(tasks)))}
+    params = flow.spec.parameters
+
+    def label(i: int, task: TaskSpec) -> str:
+        return f"tasks[{i}] ({task.name})"
+
+    for i, task in enumerate(tasks):
+        where = label(i, task)
+        if index[task.name] != i:
+            problems.append(f'{where}.name: duplicate task name "{task.name}"')
+        if (task.call is None) == (task.command is None):
+            problems.append(f"{where}.call: set exactly one of call or command")
+        if task.command is None and task.env:
+            problems.append(f"{where}.env: only command tasks take env")
+        for dep in task.depends_on:
+            if dep not in index:
+                problems.append(f'{where}.dependsOn: unknown task "{dep}"')
+        for field in REFERENCING_FIELDS:
+            for ref in iter_refs(getattr(task, field)):
+                if ref.kind == "tasks" and ref.name not in index:
+                    problems.append(f'{where}.{_alias(field)}: unknown task "{ref.name}"')
+                elif ref.kind == "params" and ref.name not in params:
+                    problems.append(f'{where}.{_alias(field)}: unknown parameter "{ref.name}"')
+                elif ref.kind == "item" and (task.map is None or field in ("map", "when")):
+                    why = "a task without map" if task.map is None else f"{field}"
+                    problems.append(f"{where}.{_alias(field)}: $(item) cannot be used in {why}")
+        if isinstance(task.map, str) and REFERENCE.fullmatch(task.map) is None:
+            problems.append(
+                f"{where}.map: must be a list or exactly one reference such as "
+                '"$(tasks.NAME.result)" or "$(params.NAME)"'
+            )
+        elif isinstance(task.map, str) and REFERENCE.fullmatch(task.map):
+            ref = next(iter_refs(task.map))
+            if ref.kind == "params" and ref.name in params and not isinstance(params[ref.name], list):
+                problems.append(f'{where}.map: parameter "{ref.name}" is not a list')
+    for i, task in enumerate(tasks):
+        if task.name in task_dependencies(task):
+            problems.append(f"{label(i, task)}: depends on itself")
+    if not problems:
+        graph = {t.name: task_dependencies(t) for t in tasks}
+        cycle = find_cycle(graph)
+        if cycle:
+            first = cycle[0]
+            problems.append(
+                f"{label(index[first], tasks[index[first]])}.dependsOn: cycle "
+                + " -> ".join(cycle)
+            )
+    return list(dict.fromkeys(problems))
+
+
+def _alias(field: str) -> str:
+    return {"depends_on": "dependsOn"}.get(field, field)
+
+
+def parse_flowrun(raw: Any, source: str = "manifest") -> FlowRun:
+    """Validate a decoded manifest and return the FlowRun, or raise :class:`ManifestError`."""
+    if not isinstance(raw, Mapping):
+        raise ManifestError(["(root): a FlowRun manifest must be a mapping"], source)
+    try:
+        flow = FlowRun.model_validate(raw)
+    except ValidationError as err:
+        raise ManifestError(_pydantic_problems(raw, err), source) from None
+    problems = semantic_problems(flow)
+    if problems:
+        raise ManifestError(problems, source)
+    return flow
+
+
+def load_flowrun(path: str | Path, overrides: Mapping[str, Any] | None = None) -> FlowRun:
+    """Read one FlowRun from a YAML or JSON file; ``overrides`` replace parameters."""
+    source = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as err:
+        raise ManifestError([f"cannot read file: {err.strerror}"], source) from None
+    try:
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError as err:
+        raise ManifestError([f"not valid YAML: {err}".replace("\n", " ")], source) from None
+    if len(docs) != 1:
+        raise ManifestError([f"expected exactly one FlowRun document, found {len(docs)}"], source)
+    raw = docs[0]
+    if overrides and isinstance(raw, dict) and isinstance(raw.get("spec"), dict):
+        raw["spec"]["parameters"] = {**raw["spec"].get("parameters", {}), **overrides}
+    return parse_flowrun(raw, source)

@@ -1,0 +1,111 @@
+"""Live progress of a run on a terminal, and the final status in table, JSON or YAML form.
+
+Presentation only: it reads status objects and never changes them.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any, TextIO
+
+import yaml
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+STATE_STYLE = {
+    "Pending": "dim",
+    "Running": "cyan",
+    "Retrying": "yellow",
+    "Succeeded": "green",
+    "Failed": "bold red",
+    "Skipped": "magenta",
+    "UpstreamFailed": "red",
+    "Cancelled": "yellow",
+}
+
+
+def _items(rec: dict[str, Any]) -> str:
+    items = rec.get("items")
+    if not items:
+        return ""
+    out = f"{items['succeeded']}/{items['total']}"
+    if items["failed"]:
+        out += f" ({items['failed']} failed)"
+    if items["running"]:
+        out += f" [{items['running']} running]"
+    return out
+
+
+def status_table(status: dict[str, Any], title: str, elapsed: float | None = None) -> Table:
+    when = f" · {elapsed:.1f}s" if elapsed is not None else ""
+    table = Table(title=f"{title}: {status.get('phase', 'Pending')}{when}", title_justify="left")
+    for col in ("task", "state", "attempts", "items", "message"):
+        table.add_column(col, overflow="fold")
+    for name, rec in status.get("tasks", {}).items():
+        state = rec["state"]
+        message = (rec.get("message") or "").splitlines()
+        table.add_row(
+            name,
+            f"[{STATE_STYLE.get(state, '')}]{state}[/]",
+            str(rec.get("attempts", 0)),
+            _items(rec),
+            message[0][:100] if message else "",
+        )
+    return table
+
+
+class Progress:
+    """Shows each status update: a live table on a terminal, one line per change otherwise."""
+
+    def __init__(self, title: str, stream: TextIO = sys.stderr) -> None:
+        self.title = title
+        self.console = Console(file=stream, stderr=stream is sys.stderr)
+        self.started = time.monotonic()
+        self.live: Live | None = None
+        self.seen: dict[str, str] = {}
+        self.last: dict[str, Any] = {}
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.live is not None:
+            self.live.update(self._table())
+            self.live.__exit__(None, None, None)
+
+    def _table(self) -> Table:
+        return status_table(self.last, self.title, time.monotonic() - self.started)
+
+    def update(self, status: dict[str, Any]) -> None:
+        self.last = status
+        if self.live is not None:
+            self.live.update(self._table())
+            return
+        elapsed = time.monotonic() - self.started
+        for name, rec in status.get("tasks", {}).items():
+            line = f"{rec['state']} {_items(rec)}".strip()
+            if self.seen.get(name) != line:
+                self.seen[name] = line
+                self.console.print(f"[{elapsed:6.1f}s] {name}: {line}", highlight=False)
+        phase = status.get("phase", "")
+        if self.seen.get("\0phase") != phase:
+            self.seen["\0phase"] = phase
+            self.console.print(f"[{elapsed:6.1f}s] run: {phase}", highlight=False)
+
+
+def render_status(status: dict[str, Any], output: str, title: str) -> str:
+    if output == "json":
+        return json.dumps(status, indent=2)
+    if output == "yaml":
+        return yaml.safe_dump(status, sort_keys=False)
+    console = Console(record=True, width=120, file=open("/dev/null", "w"))  # noqa: SIM115
+    console.print(status_table(status, title))
+    if status.get("message"):
+        console.print(status["message"])
+    return console.export_text()
