@@ -155,4 +155,4 @@ docker import \
   --message "debootstrap $SUITE minbase + $INCLUDE" \
   "$TARBALL" "$BASE_TAG" >/dev/null
 docker run --rm --network none "$BASE_TAG" python3 -c 'import sys, venv, ensurepip; print("python", sys.version.split()[0])'
-log "done: $(docker image inspect --format '{{.Size}}' "$BASE_TAG" | awk '{ printf "%.0f MB", $1 / 1e6 }')"
+log "done in ${SECONDS}s: $(docker image inspect --format '{{.Size}}' "$BASE_TAG" | awk '{ printf "%.0f MB", $1 / 1e6 }')"

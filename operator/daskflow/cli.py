@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import contextlib
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from .model.validate import ManifestError, load_flowrun
 
+if TYPE_CHECKING:
+    from .model.spec import FlowRun
+
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_INTERRUPTED = 130
 
 
 def _parse_set(pairs: list[str]) -> dict[str, Any]:
@@ -46,7 +50,33 @@ def cmd_validate(args: argparse.Namespace) -> int:
     return code
 
 
+def _never_started(flow: FlowRun, message: str) -> dict[str, Any]:
+    """The status of a run cancelled before its engine started: every task Cancelled."""
+    from .model.states import Phase, TaskState
+    from .model.status import StatusBook
+
+    book = StatusBook([t.name for t in flow.spec.tasks])
+    for name in book.tasks:
+        book.mark_task(name, TaskState.CANCELLED, message=message)
+    book.mark_phase(Phase.CANCELLED, message, "Cancelled")
+    return book.to_dict()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    # Ctrl-C (or SIGTERM) cancels the run cleanly: the engine stops what is running and
+    # marks tasks Cancelled. A signal that comes before the engine exists (while the
+    # cluster starts, say) is remembered, and the engine is cancelled as soon as it exists.
+    signalled: list[str] = []
+    engines: list[Any] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        signalled.append(sig.name)
+        if engines:
+            engines[0].cancel(f"cancelled by {sig.name}")
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda num, _frame: on_signal(signal.Signals(num)))
+
     from .engine.flow import FlowEngine
     from .engine.local import dask_client
     from .model.states import Phase
@@ -61,33 +91,120 @@ def cmd_run(args: argparse.Namespace) -> int:
     threads = args.threads_per_worker or flow.spec.cluster.threads_per_worker
     address = args.address or flow.spec.cluster.address
 
+    import_paths = [Path.cwd(), Path(args.file).resolve().parent]
+
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        with Progress(flow.name) as progress:
-            async with dask_client(
-                address=address,
-                workers=workers,
-                threads_per_worker=threads,
-                import_paths=[Path.cwd(), Path(args.file).resolve().parent],
-                env=dict(flow.spec.cluster.env),
-            ) as client:
-                engine = FlowEngine(flow, client, on_status=progress.update,
-                                    status_interval=args.interval)
-                for sig in (signal.SIGINT, signal.SIGTERM):
-                    loop.add_signal_handler(sig, engine.cancel, f"cancelled by {sig.name}")
-                try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        try:
+            with Progress(flow.name) as progress:
+                async with dask_client(
+                    address=address,
+                    workers=workers,
+                    threads_per_worker=threads,
+                    import_paths=import_paths,
+                    env=dict(flow.spec.cluster.env),
+                ) as client:
+                    engine = FlowEngine(
+                        flow, client, on_status=progress.update, status_interval=args.interval
+                    )
+                    engines.append(engine)
+                    if signalled:
+                        engine.cancel(f"cancelled by {signalled[0]}")
                     return await engine.run()
-                finally:
-                    for sig in (signal.SIGINT, signal.SIGTERM):
-                        loop.remove_signal_handler(sig)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, lambda num, _frame: on_signal(signal.Signals(num)))
 
-    try:
-        status = asyncio.run(main())
-    except OSError as err:
-        print(f"daskflow: cannot reach the Dask cluster: {err}", file=sys.stderr)
-        return EXIT_FAILED
-    print(render_status(status, args.output, flow.name), end="" if args.output == "table" else "\n")
+    if signalled:  # before the cluster even started: nothing ran
+        status = _never_started(flow, f"cancelled by {signalled[0]}")
+    else:
+        try:
+            status = asyncio.run(main())
+        except (OSError, TimeoutError) as err:
+            print(f"daskflow: cannot use the Dask cluster: {err}", file=sys.stderr)
+            return EXIT_FAILED
+    end = "" if args.output == "table" else "\n"
+    print(render_status(status, args.output, flow.name), end=end)
     return EXIT_OK if status["phase"] == Phase.SUCCEEDED else EXIT_FAILED
+
+
+def cmd_crd(args: argparse.Namespace) -> int:
+    from .model.crd import flowrun_crd
+
+    print(yaml.safe_dump(flowrun_crd(), sort_keys=False), end="")
+    return EXIT_OK
+
+
+def _configure_logging(level: str) -> None:
+    import logging
+
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def cmd_operator(args: argparse.Namespace) -> int:
+    from .kube.builders import OperatorDefaults
+    from .kube.operator import OperatorConfig, run_operator
+
+    _configure_logging(args.log_level)
+    if not args.namespace and not args.all_namespaces:
+        print(
+            "daskflow operator: give --namespace NS (repeatable) or --all-namespaces",
+            file=sys.stderr,
+        )
+        return EXIT_INVALID
+    defaults = OperatorDefaults(
+        image=args.image,
+        backend=args.default_backend,
+        runner_service_account=args.runner_service_account,
+        image_pull_policy=args.image_pull_policy,
+        status_interval=args.status_interval,
+    )
+    config = OperatorConfig(
+        runner=args.runner,
+        namespaces=args.namespace,
+        all_namespaces=args.all_namespaces,
+        defaults=defaults,
+        metrics_port=args.metrics_port,
+        health_port=args.health_port,
+        peering=None if args.standalone else args.peering,
+        priority=args.priority,
+        kubeconfig=args.kubeconfig,
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(run_operator(config))
+    return EXIT_OK
+
+
+def cmd_runner(args: argparse.Namespace) -> int:
+    import os
+
+    from .kube.api import KubeApi, load_api_client
+    from .kube.runner import RunnerSettings, drive_flowrun
+    from .model.states import Phase
+
+    _configure_logging(args.log_level)
+    settings = RunnerSettings(
+        backend=args.backend or os.environ.get("DASKFLOW_BACKEND", "local"),
+        address=args.address or os.environ.get("DASKFLOW_SCHEDULER_ADDRESS") or None,
+        status_interval=float(os.environ.get("DASKFLOW_STATUS_INTERVAL", args.status_interval)),
+    )
+
+    async def main() -> dict[str, Any] | None:
+        api = KubeApi(load_api_client(args.kubeconfig))
+        try:
+            return await drive_flowrun(api, args.namespace, args.name, settings)
+        finally:
+            api.close()
+
+    status = asyncio.run(main())
+    if status is None:
+        return EXIT_FAILED
+    return EXIT_OK if status.get("phase") == Phase.SUCCEEDED else EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,20 +217,71 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--threads-per-worker", type=int)
     run.add_argument("--address", help="run on an existing scheduler, tcp://HOST:PORT")
     run.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table")
-    run.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
-                     help="override a parameter (the value is parsed as YAML)")
+    run.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="override a parameter (the value is parsed as YAML)",
+    )
     run.add_argument("--interval", type=float, default=0.25, help=argparse.SUPPRESS)
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check manifests without running them")
     validate.add_argument("files", nargs="+")
     validate.set_defaults(func=cmd_validate)
+
+    crd = sub.add_parser("crd", help="print the FlowRun CustomResourceDefinition")
+    crd.set_defaults(func=cmd_crd)
+
+    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
+    op.add_argument(
+        "--runner",
+        choices=("pod", "in-process"),
+        default="pod",
+        help="pod: a runner Job per FlowRun (default); in-process: trusted setups",
+    )
+    op.add_argument("--namespace", "-n", action="append", default=[])
+    op.add_argument("--all-namespaces", "-A", action="store_true")
+    op.add_argument(
+        "--default-backend", choices=("kubernetes", "local", "address"), default="kubernetes"
+    )
+    op.add_argument(
+        "--image",
+        default="daskflow:latest",
+        help="default image of runner and Dask pods (spec.image wins)",
+    )
+    op.add_argument("--image-pull-policy", default="IfNotPresent")
+    op.add_argument("--runner-service-account", default="daskflow-runner")
+    op.add_argument("--status-interval", type=float, default=1.0)
+    op.add_argument("--metrics-port", type=int, default=9090)
+    op.add_argument("--health-port", type=int, default=8080)
+    op.add_argument("--peering", default="daskflow")
+    op.add_argument("--priority", type=int, help="peering priority (default: random)")
+    op.add_argument("--standalone", action="store_true", help="no peering (one replica only)")
+    op.add_argument("--kubeconfig")
+    op.add_argument("--log-level", default="info")
+    op.set_defaults(func=cmd_operator)
+
+    rn = sub.add_parser("runner", help="drive one FlowRun (what the runner pod runs)")
+    rn.add_argument("--namespace", required=True)
+    rn.add_argument("--name", required=True)
+    rn.add_argument("--backend", choices=("kubernetes", "local", "address"))
+    rn.add_argument("--address")
+    rn.add_argument("--status-interval", type=float, default=1.0)
+    rn.add_argument("--kubeconfig")
+    rn.add_argument("--log-level", default="info")
+    rn.set_defaults(func=cmd_runner)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except KeyboardInterrupt:  # Ctrl-C before a command took over the signal
+        print("daskflow: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
     return code
 
 

@@ -5,6 +5,7 @@ Presentation only: it reads status objects and never changes them.
 
 from __future__ import annotations
 
+import io
 import json
 import sys
 import time
@@ -104,7 +105,7 @@ def render_status(status: dict[str, Any], output: str, title: str) -> str:
         return json.dumps(status, indent=2)
     if output == "yaml":
         return yaml.safe_dump(status, sort_keys=False)
-    console = Console(record=True, width=120, file=open("/dev/null", "w"))  # noqa: SIM115
+    console = Console(record=True, width=120, file=io.StringIO())
     console.print(status_table(status, title))
     if status.get("message"):
         console.print(status["message"])

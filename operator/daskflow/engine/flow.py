@@ -14,6 +14,7 @@ which is how a dependent learns it is UpstreamFailed rather than Failed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import logging
 import uuid
@@ -23,13 +24,19 @@ from typing import Any
 
 from distributed import Client, Future, as_completed
 
-from ..model.graph import referenced_tasks, task_dependencies, topological_order
-from ..model.refs import Ref, substitute
+from ..model.graph import (
+    REFERENCING_FIELDS,
+    referenced_tasks,
+    task_dependencies,
+    topological_order,
+)
+from ..model.refs import Ref, iter_refs, substitute
 from ..model.spec import FlowRun, TaskSpec
 from ..model.states import Phase, TaskState
-from ..model.status import ItemCounts, StatusBook
+from ..model.status import FAILED_ITEMS_LIMIT, ItemCounts, StatusBook
 from .sink import CoalescingSink, StatusCallback
 from .worker import (
+    TaskCancelled,
     TaskFailed,
     TaskRuntime,
     TaskSkipped,
@@ -42,20 +49,27 @@ from .worker import (
 
 log = logging.getLogger(__name__)
 
-STATIC_REFS = frozenset({"params", "flowrun"})
 DETAILS_GRACE = 2.0  # seconds to wait for the last worker events after the last future
+KILL_TIMEOUT = 10.0  # seconds for the workers to kill the commands of a cancelled run
+
+AnyFuture = Future[Any]
+_LIVE = frozenset({"pending", "lost"})  # Future.status of a task that has not ended
 
 
 @dataclass
 class _Node:
     spec: TaskSpec
-    data_deps: list[str]  # referenced: their futures are handed to the task
-    gate_deps: list[str]  # must be finished here before the task is submitted
+    data_deps: list[str]  # referenced by the task's inputs: their futures are handed to it
+    gate_deps: list[str]  # finished here before the task is submitted (values read here)
+    feed_dep: str | None  # a mapped task this mapped task fans out over, item by item
     mapped: bool
     submitted: bool = False
     items: ItemCounts | None = None
-    item_errors: dict[int, BaseException] = field(default_factory=dict)
-    futures: list[Future] = field(default_factory=list)
+    own_failed: list[int] = field(default_factory=list)  # lowest failed item indices
+    failed_self: int = 0  # items that failed themselves (not because of an upstream)
+    first_error: tuple[int, TaskFailed] | None = None  # the lowest item that failed itself
+    upstream_error: BaseException | None = None  # why an item could not run, if not itself
+    futures: list[AnyFuture] = field(default_factory=list)
 
 
 class FlowEngine:
@@ -64,6 +78,9 @@ class FlowEngine:
     ``on_status`` receives the status object, coalesced to at most one call per
     ``status_interval`` (phase changes at once, and always once at the end). ``values``
     holds results of tasks finished earlier (a resumed run): those tasks are not run again.
+    With ``publish_prefix``, the value of every task that succeeds is published on the
+    cluster as the Dask dataset ``publish_prefix + name`` (a future, or a list of futures for
+    a mapped task), so that a later engine on the same cluster can take it as a value.
     """
 
     def __init__(
@@ -76,14 +93,22 @@ class FlowEngine:
         run_id: str | None = None,
         previous_status: Mapping[str, Any] | None = None,
         values: Mapping[str, Any] | None = None,
+        publish_prefix: str | None = None,
     ) -> None:
         self.flow = flow
         self.client = client
+        self._dask: Any = client  # distributed is untyped: calls on it go through here
         self.run_id = run_id or uuid.uuid4().hex[:10]
         self.topic = f"daskflow-{self.run_id}"
         self.book = StatusBook([t.name for t in flow.spec.tasks])
-        self.sink = CoalescingSink(self.book.to_dict, lambda: self.book.version, on_status,
-                                   status_interval)
+        self.publish_prefix = publish_prefix
+        self.sink = CoalescingSink(
+            self.book.to_dict,
+            lambda: self.book.version,
+            on_status,
+            status_interval,
+            on_error=self._on_status_error,
+        )
         self.nodes: dict[str, _Node] = {}
         graph: dict[str, list[str]] = {}
         mapped_names = {t.name for t in flow.spec.tasks if t.map is not None}
@@ -91,32 +116,48 @@ class FlowEngine:
             mapped = task.map is not None
             data = referenced_tasks(task, ("args", "kwargs", "command", "env"))
             gate: list[str] = []
+            feed = None
             if not mapped:
                 data += referenced_tasks(task, ("when",))
             else:
-                # A mapped task's `when` and a single task's list are decided here.
+                # A mapped task's `when` and the list it fans out over are decided here,
+                # except a fan-out over a mapped task: that one goes item by item.
                 gate += referenced_tasks(task, ("when",))
-                for dep in referenced_tasks(task, ("map",)):
-                    (data if dep in mapped_names else gate).append(dep)
-            gate += [d for d in task.depends_on if d not in data and d not in gate]
-            self.nodes[task.name] = _Node(task, list(dict.fromkeys(data)), gate, mapped)
+                map_refs = referenced_tasks(task, ("map",))
+                if isinstance(task.map, str) and map_refs and map_refs[0] in mapped_names:
+                    feed = map_refs[0]
+                else:
+                    gate += map_refs
+            data = list(dict.fromkeys(data))
+            gate = [d for d in dict.fromkeys([*gate, *task.depends_on]) if d not in data]
+            if feed in gate:
+                gate.remove(feed)
+            self.nodes[task.name] = _Node(task, data, gate, feed, mapped)
             graph[task.name] = task_dependencies(task)
         self.order = topological_order(graph)
         self.handles: dict[str, Any] = {}  # name -> Future | list[Future] | known value
         self.key_owner: dict[Any, tuple[str, int | None]] = {}
-        self._ac: as_completed | None = None
+        self._ac: Any = None
         self._stop = asyncio.Event()
         self._stop_phase = Phase.CANCELLED
         self._stop_reason = "Cancelled"
         self._stop_message = "cancelled"
         self._fail_fast_tripped = False
+        self._dirty = True  # a task finished (or a handle appeared): worth a _pump
         self._awaiting_details: set[str] = set()
         self._details_seen: set[str] = set()
+        self._details_done = asyncio.Event()
+        self._background: set[asyncio.Task[Any]] = set()
         self._restore(previous_status or {}, values or {})
 
     # -- public --------------------------------------------------------------------------
-    def cancel(self, message: str = "cancelled", *, phase: Phase = Phase.CANCELLED,
-               reason: str = "Cancelled") -> None:
+    def cancel(
+        self,
+        message: str = "cancelled",
+        *,
+        phase: Phase = Phase.CANCELLED,
+        reason: str = "Cancelled",
+    ) -> None:
         """Stop the run: running tasks are cancelled, unfinished ones end Cancelled."""
         if not self._stop.is_set():
             self._stop_phase, self._stop_reason, self._stop_message = phase, reason, message
@@ -131,7 +172,7 @@ class FlowEngine:
         self.sink.start()
         self.book.mark_phase(Phase.RUNNING)
         self.sink.poke(urgent=True)
-        self.client.subscribe_topic(self.topic, self._on_event)
+        self._dask.subscribe_topic(self.topic, self._on_event)
         deadline = None
         if self.flow.spec.deadline_seconds is not None:
             deadline = loop.call_later(
@@ -149,6 +190,9 @@ class FlowEngine:
             self.cancel("cancelled")
             await asyncio.shield(self._finish())
             raise
+        except Exception as exc:  # the cluster went away, say: end the run, never hang
+            log.exception("flow %s: engine error", self.flow.name)
+            self.cancel(f"engine error: {exc}", phase=Phase.FAILED, reason="EngineError")
         finally:
             poller.cancel()
             if deadline is not None:
@@ -158,7 +202,8 @@ class FlowEngine:
 
     # -- driving -------------------------------------------------------------------------
     async def _drive(self) -> None:
-        self._ac = as_completed(with_results=False, raise_errors=False)
+        make_ac: Any = as_completed
+        self._ac = make_ac(loop=self._dask.loop, with_results=False, raise_errors=False)
         await self._pump()
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
@@ -176,33 +221,49 @@ class FlowEngine:
                 batch = [nxt.result(), *self._ac.next_batch(block=False)]
                 for future in batch:
                     await self._on_done(future)
-                await self._pump()
+                if self._dirty:
+                    await self._pump()
                 self.sink.poke()
         finally:
             stop_wait.cancel()
 
+    def _static_refs(self, task: TaskSpec) -> dict[str, Any]:
+        """The values of the ``$(params.X)`` and ``$(flowrun.X)`` references of a task."""
+        out: dict[str, Any] = {}
+        for name in REFERENCING_FIELDS:
+            for ref in iter_refs(getattr(task, name)):
+                if ref.kind in ("params", "flowrun"):
+                    out[f"{ref.kind}.{ref.name}"] = self._static_value(ref)
+        return out
+
+    def _static_value(self, ref: Ref) -> Any:
+        if ref.kind == "params":
+            return self.flow.spec.parameters[ref.name]
+        return self.flow.name if ref.name == "name" else self.flow.namespace
+
     def _spec_runtime(self, node: _Node) -> TaskRuntime:
         t = node.spec
-        fill = self._static
         return TaskRuntime(
             name=t.name,
             topic=self.topic,
             call=t.call,
-            command=tuple(fill(t.command)) if t.command is not None else None,
-            args=tuple(fill(t.args)),
-            kwargs=fill(t.kwargs),
-            env=fill(t.env),
-            when=None if node.mapped else fill(t.when),
+            command=tuple(t.command) if t.command is not None else None,
+            args=tuple(t.args),
+            kwargs=t.kwargs,
+            env=t.env,
+            when=None if node.mapped else t.when,
             retries=t.retries,
             retry_delay=t.retry_delay_seconds,
             retry_backoff=t.retry_backoff,
             retry_jitter=t.retry_jitter,
             timeout=t.timeout_seconds,
             report=not node.mapped,
+            static=self._static_refs(t),
         )
 
     async def _pump(self) -> bool:
         """Submit every task that can go now; returns whether anything changed."""
+        self._dirty = False
         progressed = False
         for name in self.order:
             node = self.nodes[name]
@@ -216,9 +277,8 @@ class FlowEngine:
                 continue
             if blocked:
                 state, upstream = blocked
-                progressed |= self._mark(name, state, f"upstream task {upstream!r} is {state.lower()}"
-                                         if state != TaskState.UPSTREAM_FAILED
-                                         else f"upstream task {upstream!r} failed")
+                why = "failed" if state == TaskState.UPSTREAM_FAILED else state.lower()
+                progressed |= self._mark(name, state, f"upstream task {upstream!r} {why}")
                 continue
             await self._submit(node)
             progressed = True
@@ -226,7 +286,8 @@ class FlowEngine:
 
     def _blocked_by(self, node: _Node) -> tuple[TaskState, str] | tuple[()] | None:
         """None: wait. (): ready. (state, task): will never run, because of ``task``."""
-        for dep in [*node.gate_deps, *node.data_deps]:
+        feed = [node.feed_dep] if node.feed_dep else []
+        for dep in [*node.gate_deps, *node.data_deps, *feed]:
             rec = self.book.tasks[dep]
             if rec.state in (TaskState.FAILED, TaskState.UPSTREAM_FAILED):
                 return TaskState.UPSTREAM_FAILED, dep
@@ -237,7 +298,7 @@ class FlowEngine:
         for dep in node.gate_deps:
             if not self.book.tasks[dep].state.terminal:
                 return None
-        for dep in node.data_deps:
+        for dep in [*node.data_deps, *feed]:
             if dep not in self.handles:
                 return None
         return ()
@@ -245,31 +306,31 @@ class FlowEngine:
     async def _submit(self, node: _Node) -> None:
         name = node.spec.name
         node.submitted = True
+        self._dirty = True
         rt = self._spec_runtime(node)
         upstream = {d: self.handles[d] for d in node.data_deps}
         if not node.mapped:
-            fut = self.client.submit(run_task, rt, upstream, key=f"{name}-{self.run_id}",
-                                     pure=False)
+            fut = self._dask.submit(run_task, rt, upstream, key=f"{name}-{self.run_id}", pure=False)
             self.handles[name] = fut
             self._track([fut], name, mapped=False)
             return
         try:
-            items = await self._map_items(node)
-            if node.spec.when is not None:
-                cond = substitute(self._static(node.spec.when), self._value_lookup)
-                if not truthy(await _maybe_await(cond)):
-                    self._mark(name, TaskState.SKIPPED, "when is false")
-                    return
+            gathered = {dep: await self._value_of(dep) for dep in node.gate_deps}
+            lookup = self._client_lookup(gathered)
+            if node.spec.when is not None and not truthy(substitute(node.spec.when, lookup)):
+                self._mark(name, TaskState.SKIPPED, "when is false")
+                return
+            items = self._map_items(node, lookup)
         except Exception as exc:
             self._mark(name, TaskState.FAILED, describe_error(exc), attempts=1)
             return
         node.items = ItemCounts(total=len(items))
         self.book.set_items(name, node.items, [])
         if not items:
-            self._mark(name, TaskState.SUCCEEDED, "map over an empty list")
             self.handles[name] = []
+            self._mark(name, TaskState.SUCCEEDED, "map over an empty list", attempts=1)
             return
-        futs = self.client.map(
+        futs = self._dask.map(
             run_item,
             items,
             range(len(items)),
@@ -282,75 +343,75 @@ class FlowEngine:
         self._mark(name, TaskState.RUNNING)
         self._track(futs, name, mapped=True)
 
-    def _static(self, value: Any) -> Any:
-        meta = self.flow.metadata
+    def _client_lookup(self, gathered: Mapping[str, Any]) -> Any:
+        def lookup(ref: Ref) -> Any:
+            if ref.kind == "tasks":
+                return gathered[ref.name]
+            if ref.kind == "item":  # rejected by validation in map and when
+                raise ValueError("$(item) is only defined inside a mapped task's inputs")
+            return self._static_value(ref)
 
-        def static(ref: Ref) -> Any:
-            if ref.kind == "params":
-                return self.flow.spec.parameters[ref.name]
-            return meta.name if ref.name == "name" else (meta.namespace or "default")
+        return lookup
 
-        return substitute(value, static, STATIC_REFS)
-
-    def _value_lookup(self, ref: Ref) -> Any:
-        return self._gathered[ref.name]
-
-    async def _map_items(self, node: _Node) -> list[Any]:
+    def _map_items(self, node: _Node, lookup: Any) -> list[Any]:
         """The items a mapped task fans out over (futures, when a mapped task feeds it)."""
-        when_deps = referenced_tasks(node.spec, ("when",))
-        self._gathered: dict[str, Any] = {}
-        for dep in when_deps:
-            self._gathered[dep] = await self._value_of(dep)
+        if node.feed_dep is not None:
+            return list(self.handles[node.feed_dep])
         source = node.spec.map
-        if isinstance(source, list):
-            return list(self._static(source))
-        value = self._static(source)
-        if isinstance(value, list):
-            return value
-        dep = referenced_tasks(node.spec, ("map",))[0]
-        if self.nodes[dep].mapped:
-            return list(self.handles[dep])
-        value = await self._value_of(dep)
-        if not isinstance(value, list | tuple):
-            raise TypeError(f"map: result of task {dep!r} is a {type(value).__name__}, not a list")
-        return list(value)
+        value = substitute(source, lookup)
+        if isinstance(value, list | tuple):
+            return list(value)
+        what = (
+            f"result of task {referenced_tasks(node.spec, ('map',))[0]!r}"
+            if referenced_tasks(node.spec, ("map",))
+            else "value"
+        )
+        raise TypeError(f"map: the {what} is a {type(value).__name__}, not a list")
 
     async def _value_of(self, name: str) -> Any:
-        handle = self.handles[name]
+        handle = self.handles.get(name)
         if isinstance(handle, Future):
             return await handle
         if isinstance(handle, list) and handle and isinstance(handle[0], Future):
-            return await self.client.gather(handle)
+            return await self._dask.gather(handle)
         return handle
 
-    def _track(self, futures: list[Future], name: str, mapped: bool) -> None:
+    def _track(self, futures: list[AnyFuture], name: str, mapped: bool) -> None:
         node = self.nodes[name]
         node.futures = futures
         for i, fut in enumerate(futures):
             self.key_owner[fut.key] = (name, i if mapped else None)
-        assert self._ac is not None
         self._ac.update(futures)
 
     # -- outcomes ------------------------------------------------------------------------
-    def _mark(self, name: str, state: TaskState, message: str | None = None,
-              attempts: int | None = None) -> bool:
+    def _mark(
+        self,
+        name: str,
+        state: TaskState,
+        message: str | None = None,
+        attempts: int | None = None,
+    ) -> bool:
         moved = self.book.mark_task(name, state, message=message, attempts=attempts)
+        if moved and state == TaskState.SUCCEEDED and self.publish_prefix is not None:
+            self._publish(name)
         if moved and state.terminal:
+            self._dirty = True
             self.sink.poke()
             if state == TaskState.FAILED and self.flow.spec.fail_fast:
                 self._trip_fail_fast()
         return moved
 
-    async def _on_done(self, future: Future) -> None:
+    async def _on_done(self, future: AnyFuture) -> None:
         owner = self.key_owner.get(future.key)
         if owner is None:
             return
         name, index = owner
         node = self.nodes[name]
-        state, message, attempts, exc = await self._outcome(future, name)
+        state, message, attempts, exc = await self._outcome(future, node)
         if index is None:
             if state == TaskState.SUCCEEDED and name not in self._details_seen:
                 self._awaiting_details.add(name)
+                self._details_done.clear()
             self._mark(name, state, message, attempts)
             return
         counts = node.items
@@ -361,55 +422,59 @@ class FlowEngine:
             counts.cancelled += 1
         elif state == TaskState.SKIPPED:
             counts.skipped += 1
+            node.upstream_error = node.upstream_error or exc
+        elif isinstance(exc, TaskFailed) and exc.task == name:
+            counts.failed += 1
+            node.failed_self += 1
+            if len(node.own_failed) < FAILED_ITEMS_LIMIT or index < node.own_failed[-1]:
+                bisect.insort(node.own_failed, index)
+                del node.own_failed[FAILED_ITEMS_LIMIT:]
+            if node.first_error is None or index < node.first_error[0]:
+                node.first_error = (index, exc)
         else:
             counts.failed += 1
-            if exc is not None:
-                node.item_errors[index] = exc
-        counts.running = max(0, min(counts.running, counts.pending + counts.running))
-        failed_idx = [i for i, e in node.item_errors.items() if isinstance(e, TaskFailed)
-                      and e.task == name]
-        self.book.set_items(name, counts, failed_idx)
-        if counts.pending + counts.running == 0 or (
-            counts.succeeded + counts.failed + counts.cancelled + counts.skipped == counts.total
-        ):
+            node.upstream_error = node.upstream_error or exc
+        done = counts.succeeded + counts.failed + counts.cancelled + counts.skipped
+        counts.running = min(counts.running, counts.total - done)
+        self.book.set_items(name, counts, node.own_failed)
+        if done == counts.total:
             counts.running = 0
-            self.book.set_items(name, counts, failed_idx)
             self._finish_mapped(node)
 
     def _finish_mapped(self, node: _Node) -> None:
         name, counts = node.spec.name, node.items
         assert counts is not None
-        own = {i: e for i, e in node.item_errors.items()
-               if isinstance(e, TaskFailed) and e.task == name}
-        if own:
-            first = min(own)
-            err = own[first]
-            assert isinstance(err, TaskFailed)
-            self._mark(name, TaskState.FAILED,
-                       f"{len(own)} of {counts.total} items failed; item {first}: {err.message}",
-                       attempts=err.attempts)
-        elif node.item_errors:
-            exc = next(iter(node.item_errors.values()))
+        if node.first_error is not None:
+            first, err = node.first_error
+            self._mark(
+                name,
+                TaskState.FAILED,
+                f"{node.failed_self} of {counts.total} items failed; item {first}: {err.message}",
+                attempts=err.attempts,
+            )
+        elif node.upstream_error is not None:
+            exc = node.upstream_error
             if isinstance(exc, TaskSkipped):
-                self._mark(name, TaskState.SKIPPED, f"upstream task {exc.task!r} is skipped")
+                self._mark(name, TaskState.SKIPPED, f"upstream task {exc.task!r} skipped")
             elif isinstance(exc, TaskFailed):
                 self._mark(name, TaskState.UPSTREAM_FAILED, f"upstream task {exc.task!r} failed")
             else:
                 self._mark(name, TaskState.FAILED, describe_error(exc), attempts=1)
-        elif counts.cancelled or counts.skipped:
+        elif counts.cancelled:
             self._mark(name, TaskState.CANCELLED, f"{counts.cancelled} items cancelled")
         else:
             self._mark(name, TaskState.SUCCEEDED, attempts=max(1, self.book.tasks[name].attempts))
 
     async def _outcome(
-        self, future: Future, name: str
+        self, future: AnyFuture, node: _Node
     ) -> tuple[TaskState, str | None, int | None, BaseException | None]:
+        name = node.spec.name
         if future.status == "finished":
             return TaskState.SUCCEEDED, None, None, None
         if future.status == "cancelled":
             return TaskState.CANCELLED, "cancelled", None, None
         try:
-            exc = await future.exception()
+            exc = await self._as_any(future).exception()
         except Exception as err:  # cancelled meanwhile, or the scheduler lost it
             return TaskState.CANCELLED, f"lost: {err}", None, None
         if isinstance(exc, TaskFailed):
@@ -417,12 +482,22 @@ class FlowEngine:
                 return TaskState.FAILED, exc.message, exc.attempts, exc
             return TaskState.UPSTREAM_FAILED, f"upstream task {exc.task!r} failed", None, exc
         if isinstance(exc, TaskSkipped):
-            why = "when is false" if exc.task == name else f"upstream task {exc.task!r} is skipped"
+            why = "when is false" if exc.task == name else f"upstream task {exc.task!r} skipped"
             return TaskState.SKIPPED, why, None, exc
-        if isinstance(exc, asyncio.CancelledError):
+        if isinstance(exc, TaskCancelled | asyncio.CancelledError):
             return TaskState.CANCELLED, "cancelled", None, None
-        # Anything else did not come from our attempt loop: a lost worker, say.
+        # Anything else did not come from an attempt loop: a lost worker, say. If an
+        # upstream future erred too, the error is the upstream's, handed on by Dask.
+        for dep in [*node.data_deps, *([node.feed_dep] if node.feed_dep else [])]:
+            handle = self.handles.get(dep)
+            futs = handle if isinstance(handle, list) else [handle]
+            if any(isinstance(f, Future) and f.status == "error" for f in futs):
+                return TaskState.UPSTREAM_FAILED, f"upstream task {dep!r} failed", None, exc
         return TaskState.FAILED, describe_error(exc), None, exc
+
+    @staticmethod
+    def _as_any(future: AnyFuture) -> Any:
+        return future
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
@@ -432,61 +507,97 @@ class FlowEngine:
         kind = msg.get("event")
         rec = self.book.tasks[name]
         if kind == "start":
-            self.book.mark_task(name, TaskState.RUNNING, attempts=msg["attempt"],
-                                start_time=msg["time"])
+            self.book.mark_task(
+                name, TaskState.RUNNING, attempts=msg["attempt"], start_time=msg["time"]
+            )
         elif kind == "retry":
             rec.retries += 1
             if self.nodes[name].mapped:
                 self.book.version += 1
             else:
-                self.book.mark_task(name, TaskState.RETRYING, message=msg["message"],
-                                    attempts=msg["attempt"])
+                self.book.mark_task(
+                    name, TaskState.RETRYING, message=msg["message"], attempts=msg["attempt"]
+                )
         elif kind == "done":
-            self.book.set_task_details(name, attempts=msg["attempts"], start_time=msg["start"],
-                                       completion_time=msg["end"],
-                                       result=tuple(msg["result"]))  # type: ignore[arg-type]
+            ok, value = msg["result"]
+            last_error = (rec.message or "").partition("\n")[0]
+            self.book.set_task_details(
+                name,
+                attempts=msg["attempts"],
+                start_time=msg["start"],
+                completion_time=msg["end"],
+                result=(bool(ok), value),
+                message=f"succeeded on attempt {msg['attempts']} after {last_error}"
+                if msg["attempts"] > 1 and last_error
+                else None,
+            )
             self._awaiting_details.discard(name)
             self._details_seen.add(name)
+            if not self._awaiting_details:
+                self._details_done.set()
         self.sink.poke()
 
     async def _poll_running(self) -> None:
         """Count running mapped items, about once a second (cheap: one scheduler call)."""
         while True:
             await asyncio.sleep(1.0)
-            active = {n for n, node in self.nodes.items()
-                      if node.mapped and node.items and not self.book.tasks[n].state.terminal}
+            active = {
+                n
+                for n, node in self.nodes.items()
+                if node.mapped and node.items and not self.book.tasks[n].state.terminal
+            }
             if not active:
                 continue
             try:
-                processing = await self.client.processing()
+                processing = await self._dask.processing()
             except Exception:  # the scheduler went away; the main loop will notice
                 continue
             running: dict[str, int] = dict.fromkeys(active, 0)
             for keys in processing.values():
                 for key in keys:
-                    owner = self.key_owner.get(key if not isinstance(key, list) else tuple(key))
+                    owner = self.key_owner.get(tuple(key) if isinstance(key, list) else key)
                     if owner and owner[0] in running:
                         running[owner[0]] += 1
             for n, count in running.items():
                 items = self.nodes[n].items
                 assert items is not None
-                items.running = min(count, items.pending + items.running)
-                self.book.set_items(n, items, self.book.tasks[n].failed_items)
+                done = items.succeeded + items.failed + items.cancelled + items.skipped
+                items.running = min(count, items.total - done)
+                self.book.set_items(n, items, self.nodes[n].own_failed)
             self.sink.poke()
 
     # -- stopping ------------------------------------------------------------------------
     def _trip_fail_fast(self) -> None:
+        """failFast: start nothing new. Tasks already running on a worker finish."""
         if self._fail_fast_tripped:
             return
         self._fail_fast_tripped = True
-        doomed = []
+        doomed: list[AnyFuture] = []
         for name, node in self.nodes.items():
             rec = self.book.tasks[name]
-            if rec.state.terminal or rec.state in (TaskState.RUNNING, TaskState.RETRYING) and not node.mapped:
+            if rec.state.terminal or (
+                rec.state in (TaskState.RUNNING, TaskState.RETRYING) and not node.mapped
+            ):
                 continue
-            doomed.extend(f for f in node.futures if not f.done())
+            doomed.extend(f for f in node.futures if f.status in _LIVE)
         if doomed:
-            self.client.cancel(doomed)
+            self._background_task(self._dask.cancel(doomed, reason="failFast"))
+
+    def _background_task(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _publish(self, name: str) -> None:
+        handle = self.handles.get(name)
+        if not isinstance(handle, Future | list):
+            return
+        dataset = {f"{self.publish_prefix}{name}": handle}
+        self._background_task(self._dask.publish_dataset(override=True, **dataset))
+
+    def _on_status_error(self, exc: BaseException) -> None:
+        log.error("flow %s: status delivery failed: %s", self.flow.name, exc)
+        self.cancel(f"status delivery failed: {exc}", phase=Phase.FAILED, reason="StatusError")
 
     def _abandon(self, message: str) -> None:
         for name in self.book.unfinished():
@@ -495,21 +606,21 @@ class FlowEngine:
     async def _finish(self) -> None:
         stopped = self._stop.is_set()
         if stopped:
-            live = [f for node in self.nodes.values() for f in node.futures if not f.done()]
+            live = [f for node in self.nodes.values() for f in node.futures if f.status in _LIVE]
             if live:
                 with contextlib.suppress(Exception):
-                    await self.client.cancel(live)
+                    await self._dask.cancel(live, reason=self._stop_message)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.client.run(kill_commands, self.topic), 10)
+                await asyncio.wait_for(self._dask.run(kill_commands, self.topic), KILL_TIMEOUT)
             for name in self.book.unfinished():
                 self.book.mark_task(name, TaskState.CANCELLED, message=self._stop_message)
-        else:
-            loop = asyncio.get_running_loop()
-            until = loop.time() + DETAILS_GRACE
-            while self._awaiting_details and loop.time() < until:
-                await asyncio.sleep(0.02)
+        elif self._awaiting_details:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._details_done.wait(), DETAILS_GRACE)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
         with contextlib.suppress(Exception):
-            self.client.unsubscribe_topic(self.topic)
+            self._dask.unsubscribe_topic(self.topic)
         counts = self.book.counts()
         failed = [n for n, r in self.book.tasks.items() if r.state == TaskState.FAILED]
         total = len(self.book.tasks)
@@ -517,13 +628,17 @@ class FlowEngine:
             self.book.mark_phase(self._stop_phase, self._stop_message, self._stop_reason)
         elif failed:
             shown = ", ".join(failed[:5]) + (", …" if len(failed) > 5 else "")
-            self.book.mark_phase(Phase.FAILED, f"{len(failed)} of {total} tasks failed: {shown}",
-                                 "TasksFailed")
+            self.book.mark_phase(
+                Phase.FAILED, f"{len(failed)} of {total} tasks failed: {shown}", "TasksFailed"
+            )
         else:
             skipped = counts.get(TaskState.SKIPPED, 0)
             extra = f" ({skipped} skipped)" if skipped else ""
-            self.book.mark_phase(Phase.SUCCEEDED, f"{total - skipped} of {total} tasks succeeded"
-                                 + extra, "Succeeded")
+            self.book.mark_phase(
+                Phase.SUCCEEDED,
+                f"{total - skipped} of {total} tasks succeeded" + extra,
+                "Succeeded",
+            )
         await self.sink.close()
         for node in self.nodes.values():
             node.futures = []
@@ -554,7 +669,11 @@ class FlowEngine:
             target.message = rec.get("message")
             if "result" in rec:
                 target.result, target.has_result = rec["result"], True
-
-
-async def _maybe_await(value: Any) -> Any:
-    return await value if asyncio.iscoroutine(value) else value
+            items = rec.get("items")
+            if isinstance(items, Mapping) and self.nodes[name].mapped:
+                target.items = ItemCounts(
+                    total=int(items.get("total", 0)),
+                    succeeded=int(items.get("succeeded", 0)),
+                    failed=int(items.get("failed", 0)),
+                )
+                target.failed_items = list(rec.get("failedItems") or [])

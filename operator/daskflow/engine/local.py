@@ -12,8 +12,14 @@ import os
 import sys
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
+from typing import Any
 
-from distributed import Client, LocalCluster
+import distributed
+from distributed import Client
+
+# distributed has no type hints for these constructors.
+_Client: Any = distributed.Client
+_LocalCluster: Any = distributed.LocalCluster
 
 
 def worker_pythonpath(extra: Sequence[str | Path] = ()) -> str:
@@ -36,17 +42,20 @@ async def dask_client(
 ) -> AsyncIterator[Client]:
     """An asynchronous client on ``address``, or on a LocalCluster closed on exit."""
     if address:
-        async with Client(address, asynchronous=True) as client:
+        async with _Client(address, asynchronous=True) as client:
             yield client
         return
-    async with LocalCluster(
-        n_workers=max(workers, 1),
-        threads_per_worker=threads_per_worker,
-        processes=True,
-        asynchronous=True,
-        dashboard_address=None,
-        worker_dashboard_address=None,
-        silence_logs=logging.ERROR,
-        env={**(env or {}), "PYTHONPATH": worker_pythonpath(import_paths)},
-    ) as cluster, Client(cluster, asynchronous=True) as client:
+    async with (
+        _LocalCluster(
+            n_workers=max(workers, 1),
+            threads_per_worker=threads_per_worker,
+            processes=True,
+            asynchronous=True,
+            dashboard_address=None,
+            worker_dashboard_address=None,
+            silence_logs=logging.ERROR,
+            env={**(env or {}), "PYTHONPATH": worker_pythonpath(import_paths)},
+        ) as cluster,
+        _Client(cluster, asynchronous=True) as client,
+    ):
         yield client

@@ -25,8 +25,10 @@ class CoalescingSink:
         version: Callable[[], int],
         emit: StatusCallback | None,
         interval: float = 1.0,
+        on_error: Callable[[BaseException], None] | None = None,
     ) -> None:
         self._render, self._version, self._emit = render, version, emit
+        self._on_error = on_error
         self.interval = interval
         self._sent_version = -1
         self._last_sent = 0.0
@@ -66,7 +68,12 @@ class CoalescingSink:
                         pass
             self._wake.clear()
             self._urgent = False
-            await self._deliver()
+            try:
+                await self._deliver()
+            except Exception as exc:  # the receiver cannot take status any more
+                if self._on_error is not None:
+                    self._on_error(exc)
+                return
 
     async def _wait_urgent(self) -> None:
         while not self._urgent:

@@ -8,23 +8,24 @@ to every dependent) and small worker events with the details the status needs.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import random
 import signal
 import subprocess
 import threading
-import time
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from ..model.refs import Ref, substitute
+from ..model.refs import Ref, format_value, substitute
 from ..model.status import clip, small_json
 
 STDERR_TAIL = 1500
+TRACEBACK_FRAMES = 3  # frames of the user's code kept in a failure message
 FALSY_STRINGS = frozenset({"", "false", "0", "no", "off", "null", "none"})
 _NO_ITEM: Any = object()
 
@@ -42,6 +43,14 @@ class TaskFailed(Exception):
 
 class TaskSkipped(Exception):
     """Raised when a task's ``when`` is false; Dask passes it on to every dependent."""
+
+    def __init__(self, task: str) -> None:
+        super().__init__(task)
+        self.task = task
+
+
+class TaskCancelled(Exception):
+    """Raised when the run was cancelled while the task was on the worker."""
 
     def __init__(self, task: str) -> None:
         super().__init__(task)
@@ -70,6 +79,7 @@ class TaskRuntime:
     retry_jitter: float
     timeout: float | None
     report: bool  # send start/done events (single tasks; mapped items only report retries)
+    static: Mapping[str, Any]  # values of the $(params.X) and $(flowrun.X) references
 
 
 def utc_now() -> str:
@@ -101,47 +111,76 @@ def resolve_callable(spec: str) -> Any:
     return obj
 
 
-# Commands that are running, by topic (one per run), so a cancel can kill them.
+# Commands that are running, by topic (one per run), so a cancel can kill them; and the
+# runs cancelled on this worker (topic -> event), so that no attempt starts after a cancel.
 _RUNNING: dict[str, set[subprocess.Popen[bytes]]] = {}
+_CANCELLED: dict[str, threading.Event] = {}
 _RUNNING_LOCK = threading.Lock()
+_CANCELLED_KEEP = 1000  # cancelled topics remembered per worker process
+
+
+def _cancel_event(topic: str) -> threading.Event:
+    with _RUNNING_LOCK:
+        event = _CANCELLED.get(topic)
+        if event is None:
+            if len(_CANCELLED) >= _CANCELLED_KEEP:
+                for old in [t for t, e in _CANCELLED.items() if not e.is_set()]:
+                    _CANCELLED.pop(old)
+            event = _CANCELLED[topic] = threading.Event()
+        return event
 
 
 def kill_commands(topic: str) -> int:
-    """Kill the process groups of every command of this run on this worker."""
+    """Cancel this run on this worker: kill the process groups of its commands and make
+    sure that none of its attempts starts (or retries) from now on."""
     with _RUNNING_LOCK:
+        event = _CANCELLED.get(topic)
+        if event is None:
+            while len(_CANCELLED) >= _CANCELLED_KEEP:
+                _CANCELLED.pop(next(iter(_CANCELLED)))
+            event = _CANCELLED[topic] = threading.Event()
+        event.set()
         procs = list(_RUNNING.pop(topic, ()))
     for proc in procs:
         _killpg(proc)
     return len(procs)
 
 
+def cancelled(topic: str) -> bool:
+    event = _CANCELLED.get(topic)
+    return event is not None and event.is_set()
+
+
 def _killpg(proc: subprocess.Popen[bytes]) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
-def _run_command(rt: TaskRuntime, argv: list[str], env: Mapping[str, str]) -> str:
-    proc = subprocess.Popen(
-        [str(a) for a in argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ, **env},
-        start_new_session=True,
-    )
+def _run_command(rt: TaskRuntime, argv: list[Any], env: Mapping[str, Any]) -> str:
     with _RUNNING_LOCK:
+        if cancelled(rt.topic):
+            raise TaskCancelled(rt.name)
+        proc = subprocess.Popen(
+            [format_value(a) for a in argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **{str(k): format_value(v) for k, v in env.items()}},
+            start_new_session=True,
+        )
         _RUNNING.setdefault(rt.topic, set()).add(proc)
     try:
         out, err = proc.communicate(timeout=rt.timeout)
     except subprocess.TimeoutExpired:
         _killpg(proc)
-        proc.communicate()
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=5)  # a daemon that left the group may hold the pipes
         raise TimeoutError(f"timeout: command ran longer than {rt.timeout:g}s") from None
     finally:
         with _RUNNING_LOCK:
             _RUNNING.get(rt.topic, set()).discard(proc)
+    if cancelled(rt.topic):
+        raise TaskCancelled(rt.name)
     if proc.returncode != 0:
         tail = err.decode(errors="replace")[-STDERR_TAIL:].strip()
         how = (
@@ -178,8 +217,8 @@ def describe_error(exc: BaseException) -> str:
     head = f"{type(exc).__name__}: {exc}"
     if isinstance(exc, CommandFailed | TimeoutError):
         return clip(head)
-    frames = traceback.format_tb(exc.__traceback__)[-2:]
-    tail = "".join(frames).rstrip()
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    tail = "".join(traceback.format_list(frames[-TRACEBACK_FRAMES:])).rstrip()
     return clip(head + ("\n" + tail if tail else ""))
 
 
@@ -189,7 +228,11 @@ def run_task(
     """Run one task or mapped item: resolve references, then attempt up to 1 + retries."""
 
     def lookup(ref: Ref) -> Any:
-        return item if ref.kind == "item" else upstream[ref.name]
+        if ref.kind == "item":
+            return item
+        if ref.kind == "tasks":
+            return upstream[ref.name]
+        return rt.static[f"{ref.kind}.{ref.name}"]
 
     if rt.when is not None and not truthy(substitute(rt.when, lookup)):
         if rt.report:
@@ -199,8 +242,12 @@ def run_task(
     attempt = 0
     while True:
         attempt += 1
+        if cancelled(rt.topic):
+            raise TaskCancelled(rt.name)
         if rt.report:
-            _emit(rt.topic, {"task": rt.name, "event": "start", "attempt": attempt, "time": started})
+            _emit(
+                rt.topic, {"task": rt.name, "event": "start", "attempt": attempt, "time": started}
+            )
         try:
             if rt.command is not None:
                 argv = substitute(list(rt.command), lookup)
@@ -215,9 +262,11 @@ def run_task(
                     if rt.timeout is None
                     else _call_with_timeout(fn, args, kwargs, rt.timeout)
                 )
+        except TaskCancelled:
+            raise
         except Exception as exc:
             message = describe_error(exc)
-            if attempt <= rt.retries:
+            if attempt <= rt.retries and not cancelled(rt.topic):
                 delay = rt.retry_delay * rt.retry_backoff ** (attempt - 1)
                 delay += random.uniform(0, rt.retry_jitter * delay)
                 _emit(
@@ -231,7 +280,8 @@ def run_task(
                         "delay": delay,
                     },
                 )
-                time.sleep(delay)
+                if delay > 0 and _cancel_event(rt.topic).wait(delay):
+                    raise TaskCancelled(rt.name) from None
                 continue
             raise TaskFailed(rt.name, message, attempt, index) from None
         if rt.report:

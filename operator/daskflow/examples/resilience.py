@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from pathlib import Path
 
@@ -39,3 +40,9 @@ def pid() -> int:
 
 def identity(value: object) -> object:
     return value
+
+
+def fresh_dir(base: str) -> str:
+    """A new, empty directory under ``base`` for one run's attempt markers."""
+    Path(base).mkdir(parents=True, exist_ok=True)
+    return tempfile.mkdtemp(prefix="run-", dir=base)

@@ -55,11 +55,19 @@ def iter_refs(value: Any) -> Iterator[Ref]:
             yield from iter_refs(item)
 
 
-def _format(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+def format_value(value: Any) -> str:
+    """How a value reads inside a longer string: strings as they are, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    try:
+        return json.dumps(value, separators=(",", ":"))
+    except (TypeError, ValueError):
+        return str(value)
 
 
-def substitute(value: Any, lookup: Callable[[Ref], Any], kinds: frozenset[str] | None = None) -> Any:
+def substitute(
+    value: Any, lookup: Callable[[Ref], Any], kinds: frozenset[str] | None = None
+) -> Any:
     """Replace the references in ``value`` whose kind is in ``kinds`` (all when None).
 
     ``lookup`` maps a reference to its value. Containers are rebuilt, never mutated.
@@ -76,13 +84,19 @@ def substitute(value: Any, lookup: Callable[[Ref], Any], kinds: frozenset[str] |
 
         def repl(match: re.Match[str]) -> str:
             ref = _ref(match)
-            return _format(lookup(ref)) if wanted(ref) else match.group(0)
+            return format_value(lookup(ref)) if wanted(ref) else match.group(0)
 
         return REFERENCE.sub(repl, value)
     if isinstance(value, Mapping):
-        return {
-            substitute(k, lookup, kinds): substitute(v, lookup, kinds) for k, v in value.items()
-        }
+        return {_key(k, lookup, kinds): substitute(v, lookup, kinds) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [substitute(item, lookup, kinds) for item in value]
     return value
+
+
+def _key(key: Any, lookup: Callable[[Ref], Any], kinds: frozenset[str] | None) -> Any:
+    """A mapping key with its references replaced; always a string if it was one."""
+    if not isinstance(key, str):
+        return key
+    out = substitute(key, lookup, kinds)
+    return out if isinstance(out, str) else format_value(out)

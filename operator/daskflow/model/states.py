@@ -53,7 +53,10 @@ TASK_TRANSITIONS: dict[TaskState, frozenset[TaskState]] = {
     _T.PENDING: frozenset(
         {_T.RUNNING, _T.SUCCEEDED, _T.FAILED, _T.SKIPPED, _T.UPSTREAM_FAILED, _T.CANCELLED}
     ),
-    _T.RUNNING: frozenset({_T.RETRYING, _T.SUCCEEDED, _T.FAILED, _T.SKIPPED, _T.CANCELLED}),
+    # A mapped task is Running from its submission on, so a mapped upstream can still fail it.
+    _T.RUNNING: frozenset(
+        {_T.RETRYING, _T.SUCCEEDED, _T.FAILED, _T.SKIPPED, _T.UPSTREAM_FAILED, _T.CANCELLED}
+    ),
     _T.RETRYING: frozenset({_T.RUNNING, _T.SUCCEEDED, _T.FAILED, _T.CANCELLED}),
     **{state: frozenset() for state in TASK_TERMINAL},
 }

@@ -40,6 +40,21 @@ def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
     return text if len(text) <= limit else text[: limit // 2 - 3] + " … " + text[-limit // 2 :]
 
 
+def parse_time(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+def format_duration(start: str, end: str | None) -> str:
+    """``1h2m3s`` style, as kubectl prints durations."""
+    stop = parse_time(end) if end else datetime.now(UTC)
+    seconds = max(int((stop - parse_time(start)).total_seconds()), 0)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes}m{secs}s"
+    return f"{minutes}m{secs}s" if minutes else f"{secs}s"
+
+
 @dataclass
 class ItemCounts:
     total: int = 0
@@ -68,7 +83,9 @@ class TaskRecord:
     items: ItemCounts | None = None
     failed_items: list[int] = field(default_factory=list)
 
-    def to_dict(self, with_result: bool = True, message_limit: int = MESSAGE_LIMIT) -> dict[str, Any]:
+    def to_dict(
+        self, with_result: bool = True, message_limit: int = MESSAGE_LIMIT
+    ) -> dict[str, Any]:
         out: dict[str, Any] = {"state": str(self.state), "attempts": self.attempts}
         if self.retries:
             out["retries"] = self.retries
@@ -76,7 +93,7 @@ class TaskRecord:
             out["startTime"] = self.start_time
         if self.completion_time and self.state.terminal:
             out["completionTime"] = self.completion_time
-        if self.message:
+        if self.message and message_limit > 0:
             out["message"] = clip(self.message, message_limit)
         if self.has_result and with_result and self.state == TaskState.SUCCEEDED:
             out["result"] = self.result
@@ -106,7 +123,9 @@ class StatusBook:
         self.version = 0  # bumped on every change, so sinks can tell what is new
 
     # -- run phase -------------------------------------------------------------------------
-    def mark_phase(self, phase: Phase, message: str | None = None, reason: str | None = None) -> bool:
+    def mark_phase(
+        self, phase: Phase, message: str | None = None, reason: str | None = None
+    ) -> bool:
         if not can_move_phase(self.phase, phase) or self.phase == phase:
             return False
         self.phase = phase
@@ -175,7 +194,7 @@ class StatusBook:
             rec.completion_time = completion_time
         if result is not None and result[0]:
             rec.result, rec.has_result = result[1], True
-        if message is not None and rec.state != TaskState.SUCCEEDED:
+        if message is not None:
             rec.message = message
         self.version += 1
 
@@ -206,6 +225,8 @@ class StatusBook:
             head["message"] = clip(self.message)
         if self.reason:
             head["reason"] = self.reason
+        if self.start_time:
+            head["duration"] = format_duration(self.start_time, self.completion_time)
         counts = self.counts()
         head["summary"] = {
             "total": len(self.tasks),
@@ -213,18 +234,44 @@ class StatusBook:
             "failed": counts.get(TaskState.FAILED, 0),
             "progress": f"{counts.get(TaskState.SUCCEEDED, 0)}/{len(self.tasks)}",
         }
-        # Trim in steps until the whole fits: results first, then messages.
-        for with_result, message_limit in ((True, MESSAGE_LIMIT), (False, MESSAGE_LIMIT), (False, 256), (False, 0)):
+        # Trim in steps until the whole fits: results, then messages, then failed items.
+        out: dict[str, Any] = {}
+        for level, (with_result, message_limit) in enumerate(_TRIM_STEPS):
             tasks = {
                 n: r.to_dict(with_result=with_result, message_limit=message_limit)
                 for n, r in self.tasks.items()
             }
-            if message_limit == 0:
+            if level == len(_TRIM_STEPS) - 1:
                 for t in tasks.values():
-                    t.pop("message", None)
+                    t.pop("failedItems", None)
             out = {**head, "tasks": tasks}
+            if level:
+                out["truncated"] = True
             if len(json.dumps(out, separators=(",", ":"))) <= budget:
                 break
-        if not with_result:
-            out["truncated"] = True
         return out
+
+
+# (keep results, longest message) per trimming step of StatusBook.to_dict.
+_TRIM_STEPS = ((True, MESSAGE_LIMIT), (False, MESSAGE_LIMIT), (False, 256), (False, 0), (False, 0))
+
+
+def end_run(status: dict[str, Any], phase: Phase, reason: str, message: str) -> dict[str, Any]:
+    """A copy of ``status`` ended by force (cancel, deadline, lost cluster): every unfinished
+    task becomes Cancelled and the run takes ``phase``. A finished run is returned as is."""
+    current = Phase(status.get("phase") or Phase.PENDING)
+    if current.terminal:
+        return dict(status)
+    stamp = now_iso()
+    tasks = {}
+    for name, rec in (status.get("tasks") or {}).items():
+        state = TaskState(rec.get("state", TaskState.PENDING))
+        if not state.terminal:
+            rec = {**rec, "state": str(TaskState.CANCELLED), "completionTime": stamp,
+                   "message": message}
+        tasks[name] = rec
+    out = {**status, "phase": str(phase), "reason": reason, "message": message,
+           "completionTime": stamp, "tasks": tasks}
+    out.setdefault("startTime", stamp)
+    out["duration"] = format_duration(out["startTime"], stamp)
+    return out

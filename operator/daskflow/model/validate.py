@@ -7,6 +7,7 @@ once: a user fixes a manifest in one round trip, never by reading a traceback.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from .graph import REFERENCING_FIELDS, find_cycle, task_dependencies
+from .graph import REFERENCING_FIELDS, find_cycle, referenced_tasks, task_dependencies
 from .refs import REFERENCE, iter_refs
 from .spec import FlowRun, TaskSpec
 
@@ -99,28 +100,47 @@ def semantic_problems(flow: FlowRun) -> list[str]:
                 elif ref.kind == "item" and (task.map is None or field in ("map", "when")):
                     why = "a task without map" if task.map is None else f"{field}"
                     problems.append(f"{where}.{_alias(field)}: $(item) cannot be used in {why}")
-        if isinstance(task.map, str) and REFERENCE.fullmatch(task.map) is None:
-            problems.append(
-                f"{where}.map: must be a list or exactly one reference such as "
-                '"$(tasks.NAME.result)" or "$(params.NAME)"'
-            )
-        elif isinstance(task.map, str) and REFERENCE.fullmatch(task.map):
-            ref = next(iter_refs(task.map))
-            if ref.kind == "params" and ref.name in params and not isinstance(params[ref.name], list):
-                problems.append(f'{where}.map: parameter "{ref.name}" is not a list')
+        if isinstance(task.map, str):
+            source = next(iter_refs(task.map)) if REFERENCE.fullmatch(task.map) else None
+            if source is None or source.kind not in ("params", "tasks"):
+                problems.append(
+                    f"{where}.map: must be a list or exactly one reference such as "
+                    '"$(tasks.NAME.result)" or "$(params.NAME)"'
+                )
+            elif (
+                source.kind == "params"
+                and source.name in params
+                and not isinstance(params[source.name], list)
+            ):
+                problems.append(f'{where}.map: parameter "{source.name}" is not a list')
+    known = set(index)
+    graph = {  # first task of each name only: a duplicate is reported above
+        t.name: [d for d in task_dependencies(t) if d in known]
+        for i, t in enumerate(tasks)
+        if index[t.name] == i
+    }
     for i, task in enumerate(tasks):
-        if task.name in task_dependencies(task):
-            problems.append(f"{label(i, task)}: depends on itself")
-    if not problems:
-        graph = {t.name: task_dependencies(t) for t in tasks}
-        cycle = find_cycle(graph)
-        if cycle:
-            first = cycle[0]
-            problems.append(
-                f"{label(index[first], tasks[index[first]])}.dependsOn: cycle "
-                + " -> ".join(cycle)
-            )
+        if index[task.name] == i and task.name in graph[task.name]:
+            field = _edge_field(task, task.name)
+            problems.append(f"{label(i, task)}.{field}: task depends on itself")
+            graph[task.name].remove(task.name)
+    cycle = find_cycle(graph)
+    if cycle:
+        first = tasks[index[cycle[0]]]
+        steps = ", ".join(f"{a} depends on {b}" for a, b in itertools.pairwise(cycle))
+        problems.append(
+            f"{label(index[first.name], first)}.{_edge_field(first, cycle[1])}: "
+            f"dependency cycle: {steps}"
+        )
     return list(dict.fromkeys(problems))
+
+
+def _edge_field(task: TaskSpec, dep: str) -> str:
+    """The field through which ``task`` depends on ``dep`` (a reference wins)."""
+    for field in REFERENCING_FIELDS:
+        if dep in referenced_tasks(task, (field,)):
+            return _alias(field)
+    return "dependsOn"
 
 
 def _alias(field: str) -> str:

@@ -1,0 +1,196 @@
+"""The only module that talks to the Kubernetes API: a small async facade over the
+``kubernetes`` client, with dicts in and dicts out.
+
+Every call runs in a worker thread (the client is synchronous), so kopf's event loop never
+blocks on the network. Every resource daskflow touches lives under ``/apis/<group>``, so
+the generic custom-objects client serves them all, Jobs and Events included.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from ..model.spec import API_GROUP, API_VERSION, PLURAL
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+@dataclass(frozen=True)
+class Resource:
+    group: str
+    version: str
+    plural: str
+
+
+FLOWRUNS = Resource(API_GROUP, API_VERSION, PLURAL)
+DASKCLUSTERS = Resource("kubernetes.dask.org", "v1", "daskclusters")
+DASKAUTOSCALERS = Resource("kubernetes.dask.org", "v1", "daskautoscalers")
+JOBS = Resource("batch", "v1", "jobs")
+EVENTS = Resource("events.k8s.io", "v1", "events")
+
+KIND_RESOURCES = {
+    "DaskCluster": DASKCLUSTERS,
+    "DaskAutoscaler": DASKAUTOSCALERS,
+    "Job": JOBS,
+}
+
+
+def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster credentials inside a pod, else the kubeconfig (``$KUBECONFIG``)."""
+    if (
+        kubeconfig is None
+        and os.environ.get("KUBERNETES_SERVICE_HOST")
+        and not os.environ.get("KUBECONFIG")
+    ):
+        config.load_incluster_config()  # type: ignore[no-untyped-call]
+        return client.ApiClient()
+    configuration = client.Configuration()
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig, client_configuration=configuration
+    )
+    return client.ApiClient(configuration)
+
+
+def is_status(err: BaseException, *codes: int) -> bool:
+    return isinstance(err, ApiException) and err.status in codes
+
+
+class KubeApi:
+    """Async, dict-based access to the few resources daskflow uses."""
+
+    def __init__(self, api_client: client.ApiClient | None = None) -> None:
+        self.api_client = api_client or load_api_client()
+        self.custom = client.CustomObjectsApi(self.api_client)
+
+    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = await self._call(
+                self.custom.get_namespaced_custom_object,
+                res.group,
+                res.version,
+                namespace,
+                res.plural,
+                name,
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return obj
+
+    async def list(
+        self, res: Resource, namespace: str, label_selector: str = ""
+    ) -> list[dict[str, Any]]:
+        out = await self._call(
+            self.custom.list_namespaced_custom_object,
+            res.group,
+            res.version,
+            namespace,
+            res.plural,
+            label_selector=label_selector,
+        )
+        items: list[dict[str, Any]] = out.get("items", [])
+        return items
+
+    async def create(self, res: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+        obj: dict[str, Any] = await self._call(
+            self.custom.create_namespaced_custom_object,
+            res.group,
+            res.version,
+            namespace,
+            res.plural,
+            body,
+        )
+        return obj
+
+    async def patch(
+        self,
+        res: Resource,
+        namespace: str,
+        name: str,
+        patch: dict[str, Any],
+        *,
+        status: bool = False,
+    ) -> dict[str, Any]:
+        fn = (
+            self.custom.patch_namespaced_custom_object_status
+            if status
+            else self.custom.patch_namespaced_custom_object
+        )
+        obj: dict[str, Any] = await self._call(
+            fn,
+            res.group,
+            res.version,
+            namespace,
+            res.plural,
+            name,
+            patch,
+            _content_type=MERGE_PATCH,
+        )
+        return obj
+
+    async def delete(self, res: Resource, namespace: str, name: str) -> bool:
+        """Delete (children in the background); False if it was already gone."""
+        try:
+            await self._call(
+                self.custom.delete_namespaced_custom_object,
+                res.group,
+                res.version,
+                namespace,
+                res.plural,
+                name,
+                propagation_policy="Background",
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return True
+
+    async def post_event(
+        self,
+        regarding: dict[str, Any],
+        *,
+        type_: str,
+        reason: str,
+        note: str,
+        component: str,
+    ) -> None:
+        """Post an events.k8s.io Event about an object; failures never break a run."""
+        meta = regarding["metadata"]
+        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        body = {
+            "apiVersion": "events.k8s.io/v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+            "eventTime": now,
+            "reportingController": f"daskflow.io/{component}",
+            "reportingInstance": f"{component}-{os.environ.get('HOSTNAME', 'local')}"[:128],
+            "action": reason,
+            "reason": reason,
+            "type": type_,
+            "note": note[:1024],
+            "regarding": {
+                "apiVersion": regarding.get("apiVersion", f"{API_GROUP}/{API_VERSION}"),
+                "kind": regarding.get("kind", "FlowRun"),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid", ""),
+            },
+        }
+        with contextlib.suppress(ApiException):
+            await self.create(EVENTS, meta["namespace"], body)
+
+    def close(self) -> None:
+        self.api_client.close()  # type: ignore[no-untyped-call]

@@ -1,0 +1,175 @@
+"""``daskflow runner``: drives one FlowRun on its Dask cluster and writes its status.
+
+This is the Dask client of a run. In the default mode it runs in a pod of the FlowRun's
+own namespace, under the FlowRun's own ServiceAccount, because a Dask client trusts its
+scheduler and the FlowRun's author controls the scheduler. The operator's in-process
+mode calls the same :func:`drive_flowrun`, so both modes share one status code path.
+
+A runner that starts on a FlowRun that is already Running resumes it: on a remote cluster
+every finished task's value is kept as a published Dask dataset, so a new runner (the
+Job's next pod) picks the values up instead of running those tasks again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from distributed import Client
+
+from ..engine.flow import FlowEngine
+from ..engine.local import dask_client
+from ..model.states import Phase, TaskState
+from ..model.status import end_run
+from ..model.validate import ManifestError, parse_flowrun
+from .api import FLOWRUNS, KubeApi
+from .status import RunEndedElsewhere, StatusWriter
+
+log = logging.getLogger(__name__)
+
+WATCH_INTERVAL = 2.0
+
+
+@dataclass
+class RunnerSettings:
+    backend: str = "local"
+    address: str | None = None  # scheduler address for the kubernetes/address backends
+    status_interval: float = 1.0
+    component: str = "runner"
+    may_write: Callable[[], bool] = lambda: True
+
+
+def _manifest(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
+
+
+def dataset_prefix(uid: str) -> str:
+    return f"daskflow-{uid}-"
+
+
+@contextlib.asynccontextmanager
+async def _cluster(
+    flow_body: dict[str, Any], settings: RunnerSettings
+) -> AsyncIterator[tuple[Client, float]]:
+    spec = flow_body["spec"].get("cluster") or {}
+    started = time.monotonic()
+    if settings.backend == "local":
+        ctx = dask_client(
+            workers=max(int(spec.get("workers", 2)), 1),
+            threads_per_worker=int(spec.get("threadsPerWorker", 1)),
+            env=dict(spec.get("env") or {}),
+        )
+    else:
+        address = settings.address or spec.get("address")
+        if not address:
+            raise ValueError(f"backend {settings.backend!r} needs a scheduler address")
+        ctx = dask_client(address=address)
+    async with ctx as client:
+        yield client, time.monotonic() - started
+
+
+async def _restore_values(client: Client, prefix: str, status: dict[str, Any]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for name, rec in (status.get("tasks") or {}).items():
+        if rec.get("state") != TaskState.SUCCEEDED:
+            continue
+        with contextlib.suppress(Exception):
+            values[name] = await client.get_dataset(prefix + name)
+    return values
+
+
+async def _watch_for_stop(
+    api: KubeApi,
+    namespace: str,
+    name: str,
+    engine: FlowEngine,
+    poll: Callable[[], dict[str, Any] | None] | None,
+) -> None:
+    """Cancel the engine when the FlowRun asks for it, is ended elsewhere, or disappears."""
+    while True:
+        await asyncio.sleep(WATCH_INTERVAL)
+        body = poll() if poll else await api.get(FLOWRUNS, namespace, name)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            engine.cancel("cancelled: the FlowRun was deleted")
+            return
+        if (body.get("spec") or {}).get("cancel"):
+            engine.cancel("cancelled: spec.cancel is true")
+            return
+        if Phase((body.get("status") or {}).get("phase") or "Pending").terminal:
+            engine.cancel("the run was ended by the operator")
+            return
+
+
+async def drive_flowrun(
+    api: KubeApi,
+    namespace: str,
+    name: str,
+    settings: RunnerSettings,
+    *,
+    poll: Callable[[], dict[str, Any] | None] | None = None,
+    extra_status: dict[str, Any] | None = None,
+) -> dict[str, Any] | None:
+    """Run (or resume) one FlowRun to a terminal phase; returns the final status.
+
+    A FlowRun that has already ended is left alone: it is never run again.
+    """
+    body = await api.get(FLOWRUNS, namespace, name)
+    if body is None:
+        log.info("FlowRun %s/%s is gone", namespace, name)
+        return None
+    status = body.get("status") or {}
+    if Phase(status.get("phase") or Phase.PENDING).terminal:
+        log.info("FlowRun %s/%s already ended %s", namespace, name, status["phase"])
+        return status
+    runner_info = {**(status.get("runner") or {}), **((extra_status or {}).get("runner") or {})}
+    runner_info["backend"] = settings.backend
+    if status.get("phase") == Phase.RUNNING:  # an earlier runner was lost: this one resumes
+        runner_info["restarts"] = int(runner_info.get("restarts", 0)) + 1
+    writer = StatusWriter(
+        api, body, settings.component, {"runner": runner_info}, may_write=settings.may_write
+    )
+    try:
+        flow = parse_flowrun(_manifest(body), f"FlowRun {namespace}/{name}")
+    except ManifestError as err:
+        final = end_run(status, Phase.FAILED, "InvalidSpec", str(err))
+        with contextlib.suppress(RunEndedElsewhere):
+            await writer.write(final)
+        return final
+    uid = body["metadata"].get("uid", name)
+    remote = settings.backend != "local"
+    try:
+        async with _cluster(body, settings) as (client, startup):
+            runner_info["clusterStartupSeconds"] = round(startup, 3)
+            values = await _restore_values(client, dataset_prefix(uid), status) if remote else {}
+            engine = FlowEngine(
+                flow,
+                client,
+                on_status=writer.write,
+                status_interval=settings.status_interval,
+                previous_status=status,
+                values=values,
+                publish_prefix=dataset_prefix(uid) if remote else None,
+            )
+            watcher = asyncio.create_task(_watch_for_stop(api, namespace, name, engine, poll))
+            try:
+                return await engine.run()
+            finally:
+                watcher.cancel()
+    except RunEndedElsewhere as err:
+        log.info("%s", err)
+        return writer.last
+    except (OSError, TimeoutError, ValueError) as err:
+        final = end_run(
+            writer.last or status,
+            Phase.FAILED,
+            "ClusterUnavailable",
+            f"cannot use the Dask cluster: {err}",
+        )
+        with contextlib.suppress(RunEndedElsewhere):
+            await writer.write(final)
+        return final
