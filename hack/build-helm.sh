@@ -4,6 +4,7 @@
 set -euo pipefail
 
 HELM_VERSION=v3.19.0
+HELM_K8S_MINOR=34 # k8s.io/client-go v0.34 in helm v3.19.0's go.mod
 
 cache="${DASKFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/daskflow}"
 bin="$cache/bin"
@@ -20,9 +21,13 @@ export GOTOOLCHAIN="${GOTOOLCHAIN:-local}"
 export CGO_ENABLED=0
 mkdir -p "$bin"
 start=$SECONDS
-# Version stamping as helm's Makefile does it for a tagged build.
+# Version stamping as helm's Makefile does it for a tagged build, including the
+# Kubernetes version it assumes without a cluster (`helm template`, `helm lint`):
+# that of its client-go, v0.34 for helm 3.19.
 v=helm.sh/helm/v3/internal/version
-GOBIN="$bin" go install -trimpath \
-  -ldflags="-s -w -X $v.version=$HELM_VERSION -X $v.metadata= -X $v.gitTreeState=clean" \
-  "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+ldflags=(-s -w "-X=$v.version=$HELM_VERSION" "-X=$v.metadata=" "-X=$v.gitTreeState=clean")
+for pkg in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+  ldflags+=("-X=$pkg.k8sVersionMajor=1" "-X=$pkg.k8sVersionMinor=$HELM_K8S_MINOR")
+done
+GOBIN="$bin" go install -trimpath -ldflags="${ldflags[*]}" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 echo "helm $HELM_VERSION built in $bin in $((SECONDS - start))s"

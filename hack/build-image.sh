@@ -82,7 +82,7 @@ tar -c --owner=0 --group=0 --numeric-owner \
   --exclude=__pycache__ --exclude='*.pyc' --exclude='*.egg-info' --exclude=.complete \
   --transform "s,^$KEY,wheelhouse," \
   -C "$REPO" "${ctx[@]}" -C "$CACHE_DIR/wheelhouse" "$KEY" |
-  docker build --network=none \
+  docker build --network=none --force-rm \
     --build-arg "BASE_IMAGE=$BASE_IMAGE" \
     --build-arg "VERSION=$VERSION" \
     --build-arg "REVISION=$REVISION" \

@@ -77,16 +77,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda num, _frame: on_signal(signal.Signals(num)))
 
-    from .engine.flow import FlowEngine
-    from .engine.local import dask_client
-    from .model.states import Phase
-    from .progress import Progress, render_status
-
     try:
         flow = load_flowrun(args.file, _parse_set(args.set))
     except ManifestError as err:
         print(err, file=sys.stderr)
         return EXIT_INVALID
+
+    from .engine.flow import FlowEngine  # imports distributed: only for a valid flow
+    from .engine.local import dask_client
+    from .model.states import Phase
+    from .progress import Progress, render_status
+
     workers = args.workers if args.workers is not None else max(flow.spec.cluster.workers, 1)
     threads = args.threads_per_worker or flow.spec.cluster.threads_per_worker
     address = args.address or flow.spec.cluster.address

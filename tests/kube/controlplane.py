@@ -20,6 +20,7 @@ import base64
 import contextlib
 import ctypes
 import datetime
+import functools
 import ipaddress
 import os
 import shutil
@@ -213,13 +214,13 @@ with contextlib.suppress(OSError):
     _libc = ctypes.CDLL(None, use_errno=True)
 
 
-def _die_with_parent() -> None:  # runs in the child, between fork and exec
+def _die_with_parent(parent: int) -> None:  # runs in the child, between fork and exec
     # SIGKILL the child when the thread that started it dies, so a crashed or
     # killed test session leaves no etcd or apiserver behind.
     if _libc is not None:
         _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     # The parent may already have died between fork and prctl.
-    if os.getppid() == 1:
+    if os.getppid() != parent:
         os._exit(1)
 
 
@@ -239,7 +240,7 @@ class _Process:
             # Own process group: a Ctrl-C in the terminal reaches pytest, which
             # then stops us in order, instead of killing etcd under the apiserver.
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
         )
 
     def running(self) -> bool:
@@ -632,6 +633,20 @@ class ControlPlane(KubeCluster):
                 return False
 
         _poll("kube-apiserver /readyz", ready, deadline, self._processes, interval=0.2)
+
+        # Ready does not mean bootstrapped: the system namespaces come a moment
+        # later, from a controller inside the apiserver.
+        def bootstrapped() -> bool:
+            for ns in ("default", "kube-system"):
+                try:
+                    url = f"{self.server}/api/v1/namespaces/{ns}"
+                    with urllib.request.urlopen(url, timeout=5, context=tls):
+                        pass
+                except urllib.error.HTTPError:
+                    return False
+            return True
+
+        _poll("the default namespaces", bootstrapped, deadline, self._processes)
 
 
 def from_environment() -> KubeCluster:

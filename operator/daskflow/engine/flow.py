@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import json
 import logging
 import uuid
 from collections.abc import Mapping
@@ -129,9 +130,10 @@ class FlowEngine:
                 else:
                     gate += map_refs
             data = list(dict.fromkeys(data))
-            gate = [d for d in dict.fromkeys([*gate, *task.depends_on]) if d not in data]
-            if feed in gate:
-                gate.remove(feed)
+            # Values read here are gates even when the task takes them as inputs too; a
+            # dependsOn on an input (or on the feed) needs no gate: Dask orders those.
+            order_only = [d for d in task.depends_on if d not in data and d != feed]
+            gate = list(dict.fromkeys([*gate, *order_only]))
             self.nodes[task.name] = _Node(task, data, gate, feed, mapped)
             graph[task.name] = task_dependencies(task)
         self.order = topological_order(graph)
@@ -519,14 +521,14 @@ class FlowEngine:
                     name, TaskState.RETRYING, message=msg["message"], attempts=msg["attempt"]
                 )
         elif kind == "done":
-            ok, value = msg["result"]
+            text = msg.get("result")
             last_error = (rec.message or "").partition("\n")[0]
             self.book.set_task_details(
                 name,
                 attempts=msg["attempts"],
                 start_time=msg["start"],
                 completion_time=msg["end"],
-                result=(bool(ok), value),
+                result=(True, json.loads(text)) if text is not None else None,
                 message=f"succeeded on attempt {msg['attempts']} after {last_error}"
                 if msg["attempts"] > 1 and last_error
                 else None,
@@ -558,13 +560,17 @@ class FlowEngine:
                     owner = self.key_owner.get(tuple(key) if isinstance(key, list) else key)
                     if owner and owner[0] in running:
                         running[owner[0]] += 1
+            changed = False
             for n, count in running.items():
                 items = self.nodes[n].items
                 assert items is not None
                 done = items.succeeded + items.failed + items.cancelled + items.skipped
-                items.running = min(count, items.total - done)
-                self.book.set_items(n, items, self.nodes[n].own_failed)
-            self.sink.poke()
+                if items.running != min(count, items.total - done):
+                    items.running = min(count, items.total - done)
+                    self.book.set_items(n, items, self.nodes[n].own_failed)
+                    changed = True
+            if changed:
+                self.sink.poke()
 
     # -- stopping ------------------------------------------------------------------------
     def _trip_fail_fast(self) -> None:

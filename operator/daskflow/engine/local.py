@@ -51,9 +51,9 @@ async def dask_client(
             threads_per_worker=threads_per_worker,
             processes=True,
             asynchronous=True,
-            dashboard_address=None,
+            dashboard_address=":0",  # no dashboard; its HTTP routes on a free port
             worker_dashboard_address=None,
-            silence_logs=logging.ERROR,
+            silence_logs=logging.CRITICAL,  # task failures show in the status, not as logs
             env={**(env or {}), "PYTHONPATH": worker_pythonpath(import_paths)},
         ) as cluster,
         _Client(cluster, asynchronous=True) as client,

@@ -8,6 +8,7 @@ second. :class:`CoalescingSink` sits between the two.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import time
 from collections.abc import Awaitable, Callable
@@ -62,10 +63,8 @@ class CoalescingSink:
             if not self._urgent:
                 wait = self.interval - (time.monotonic() - self._last_sent)
                 if wait > 0:
-                    try:
+                    with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wait_urgent(), wait)
-                    except TimeoutError:
-                        pass
             self._wake.clear()
             self._urgent = False
             try:
@@ -84,9 +83,7 @@ class CoalescingSink:
         """Stop the loop and deliver the final state once (always, if anything changed)."""
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         await self._deliver()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import json
 import os
 import random
 import signal
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..model.refs import Ref, format_value, substitute
-from ..model.status import clip, small_json
+from ..model.status import RESULT_LIMIT, clip
 
 STDERR_TAIL = 1500
 TRACEBACK_FRAMES = 3  # frames of the user's code kept in a failure message
@@ -212,6 +213,21 @@ def _call_with_timeout(fn: Any, args: list[Any], kwargs: dict[str, Any], timeout
     return box.get("value")
 
 
+def result_json(value: Any, limit: int = RESULT_LIMIT) -> str | None:
+    """The value as JSON text if it is JSON and at most ``limit`` bytes, else None.
+
+    Results travel to the client as text: Dask's own messages would turn lists into
+    tuples, and the status must hold exactly what the JSON of the value says.
+    """
+    if isinstance(value, str | bytes | list | dict | tuple) and len(value) > limit:
+        return None
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError):
+        return None
+    return text if len(text.encode()) <= limit else None
+
+
 def describe_error(exc: BaseException) -> str:
     """Exception type and text, plus the last lines of its traceback."""
     head = f"{type(exc).__name__}: {exc}"
@@ -293,7 +309,7 @@ def run_task(
                     "attempts": attempt,
                     "start": started,
                     "end": utc_now(),
-                    "result": small_json(value),
+                    "result": result_json(value),
                 },
             )
         return value

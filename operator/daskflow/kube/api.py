@@ -9,8 +9,9 @@ the generic custom-objects client serves them all, Jobs and Events included.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import os
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +20,8 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from ..model.spec import API_GROUP, API_VERSION, PLURAL
+
+log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
 
@@ -173,7 +176,10 @@ class KubeApi:
         body = {
             "apiVersion": "events.k8s.io/v1",
             "kind": "Event",
-            "metadata": {"generateName": f"{meta['name'][:200]}.", "namespace": meta["namespace"]},
+            "metadata": {
+                "name": f"{meta['name'][:200]}.{secrets.token_hex(8)}",
+                "namespace": meta["namespace"],
+            },
             "eventTime": now,
             "reportingController": f"daskflow.io/{component}",
             "reportingInstance": f"{component}-{os.environ.get('HOSTNAME', 'local')}"[:128],
@@ -189,8 +195,11 @@ class KubeApi:
                 "uid": meta.get("uid", ""),
             },
         }
-        with contextlib.suppress(ApiException):
+        try:
             await self.create(EVENTS, meta["namespace"], body)
+        except ApiException as err:
+            log.warning("could not post Event %s for %s: %s %s", reason, meta["name"],
+                        err.status, err.body)
 
     def close(self) -> None:
         self.api_client.close()  # type: ignore[no-untyped-call]

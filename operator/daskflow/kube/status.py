@@ -8,6 +8,7 @@ when a write is refused that way, someone else ended the run, and the writer sto
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -83,7 +84,7 @@ class StatusWriter:
         self.largest = 0
 
     def _full(self, status: dict[str, Any]) -> dict[str, Any]:
-        out = {**status, **self.extra}
+        out = {**status, **copy.deepcopy(self.extra)}
         out["conditions"] = [succeeded_condition(out, self.last)]
         return out
 

@@ -155,7 +155,9 @@ def status_schema() -> dict[str, Any]:
                     "job": {"type": "string"},
                     "cluster": {"type": "string"},
                     "backend": {"type": "string"},
+                    "mode": {"type": "string"},
                     "restarts": {"type": "integer"},
+                    "clusterStartupSeconds": {"type": "number"},
                 },
             },
             "summary": {

@@ -267,11 +267,21 @@ def end_run(status: dict[str, Any], phase: Phase, reason: str, message: str) -> 
     for name, rec in (status.get("tasks") or {}).items():
         state = TaskState(rec.get("state", TaskState.PENDING))
         if not state.terminal:
-            rec = {**rec, "state": str(TaskState.CANCELLED), "completionTime": stamp,
-                   "message": message}
+            rec = {
+                **rec,
+                "state": str(TaskState.CANCELLED),
+                "completionTime": stamp,
+                "message": message,
+            }
         tasks[name] = rec
-    out = {**status, "phase": str(phase), "reason": reason, "message": message,
-           "completionTime": stamp, "tasks": tasks}
+    out = {
+        **status,
+        "phase": str(phase),
+        "reason": reason,
+        "message": message,
+        "completionTime": stamp,
+        "tasks": tasks,
+    }
     out.setdefault("startTime", stamp)
     out["duration"] = format_duration(out["startTime"], stamp)
     return out

@@ -102,7 +102,9 @@ def semantic_problems(flow: FlowRun) -> list[str]:
                     problems.append(f"{where}.{_alias(field)}: $(item) cannot be used in {why}")
         if isinstance(task.map, str):
             source = next(iter_refs(task.map)) if REFERENCE.fullmatch(task.map) else None
-            if source is None or source.kind not in ("params", "tasks"):
+            if source is not None and source.kind == "item":
+                pass  # reported above
+            elif source is None or source.kind not in ("params", "tasks"):
                 problems.append(
                     f"{where}.map: must be a list or exactly one reference such as "
                     '"$(tasks.NAME.result)" or "$(params.NAME)"'

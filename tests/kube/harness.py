@@ -1,0 +1,216 @@
+"""Running daskflow against the test control plane as it runs in production: the CRDs
+installed, and the operator or runner as a real process authenticated as a ServiceAccount
+that is bound to exactly the rules in ``charts/daskflow/files/rbac/``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.kube.controlplane import KubeCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+CRDS = ROOT / "crds"
+RBAC = ROOT / "charts" / "daskflow" / "files" / "rbac"
+DASKFLOW = str(Path(sys.executable).with_name("daskflow"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def rules(name: str) -> list[dict[str, Any]]:
+    loaded: list[dict[str, Any]] = yaml.safe_load((RBAC / f"{name}.yaml").read_text())
+    return loaded
+
+
+def install_crds(kube: KubeCluster) -> None:
+    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS),
+                 "-f", str(CRDS / "dask-kubernetes"), check=True)
+    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
+                 "crd/flowruns.daskflow.io", "crd/daskclusters.kubernetes.dask.org", check=True)
+
+
+def apply(kube: KubeCluster, doc: dict[str, Any] | str, namespace: str | None = None) -> str:
+    text = doc if isinstance(doc, str) else yaml.safe_dump(doc)
+    args = ["apply", "-f", "-"] + (["-n", namespace] if namespace else [])
+    result = kube.kubectl(*args, input=text)
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl apply failed: {result.stderr}")
+    return result.stdout
+
+
+def bind_rules(kube: KubeCluster, namespace: str, account: str, rule_file: str,
+               *, cluster: bool = False) -> None:
+    """A Role (or ClusterRole) with the rules of ``rule_file``, bound to the account."""
+    role_kind = "ClusterRole" if cluster else "Role"
+    role_name = f"{account}-{rule_file}" + (f"-{namespace}" if cluster else "")
+    role: dict[str, Any] = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": role_kind,
+        "metadata": {"name": role_name, **({} if cluster else {"namespace": namespace})},
+        "rules": rules(rule_file),
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding" if cluster else "RoleBinding",
+        "metadata": {"name": role_name, **({} if cluster else {"namespace": namespace})},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind,
+                    "name": role_name},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+    }
+    apply(kube, role)
+    apply(kube, binding)
+
+
+def get_flowrun(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any] | None:
+    result = kube.kubectl("get", "flowrun", name, "-n", namespace, "-o", "json")
+    if result.returncode != 0:
+        if "NotFound" in result.stderr:
+            return None
+        raise AssertionError(result.stderr)
+    obj: dict[str, Any] = json.loads(result.stdout)
+    return obj
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
+             interval: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+
+
+def wait_for_phase(kube: KubeCluster, namespace: str, name: str,
+                   phases: tuple[str, ...] = ("Succeeded", "Failed", "Cancelled"),
+                   timeout: float = 90.0) -> dict[str, Any]:
+    def reached() -> dict[str, Any] | None:
+        obj = get_flowrun(kube, namespace, name)
+        phase = ((obj or {}).get("status") or {}).get("phase")
+        return obj if phase in phases else None
+
+    found: dict[str, Any] = wait_for(reached, timeout, f"FlowRun {name} to reach {phases}")
+    return found
+
+
+class OperatorProcess:
+    """``daskflow operator`` as a subprocess, authenticated as its ServiceAccount."""
+
+    def __init__(self, kubeconfig: Path, args: list[str], log_path: Path) -> None:
+        self.metrics_port = free_port()
+        self.health_port = free_port()
+        self.kubeconfig = kubeconfig
+        self.args = args
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        argv = [DASKFLOW, "operator", *self.args,
+                "--metrics-port", str(self.metrics_port),
+                "--health-port", str(self.health_port)]
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        wait_for(self.ready, 60, "the operator to be ready")
+
+    def ready(self) -> bool:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/readyz", timeout=2
+            ) as rsp:
+                return bool(rsp.status == 200)
+        except (urllib.error.URLError, ConnectionError, OSError):
+            return False
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as rsp:
+            text: str = rsp.read().decode()
+            return text
+
+    def log_tail(self, lines: int = 60) -> str:
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def kill(self) -> None:
+        """SIGKILL the whole process group: no cleanup of any kind runs."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(40)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        if self.proc is not None:
+            # Whatever the operator started (LocalCluster workers) dies with its group.
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
+
+def prepare_operator_account(kube: KubeCluster, namespace: str,
+                             account: str = "daskflow-operator") -> Path:
+    """The operator's ServiceAccount with exactly its rules, and the peering object."""
+    kubeconfig = kube.service_account_kubeconfig(namespace, account)
+    bind_rules(kube, namespace, account, "operator-rules")
+    apply(kube, {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                 "metadata": {"name": "daskflow", "namespace": namespace}})
+    return kubeconfig
+
+
+@contextmanager
+def operator_running(
+    kube: KubeCluster,
+    namespace: str,
+    *,
+    runner: str = "in-process",
+    backend: str = "local",
+    extra: tuple[str, ...] = (),
+    kubeconfig: Path | None = None,
+) -> Iterator[OperatorProcess]:
+    """An operator watching ``namespace``, as its own least-privileged ServiceAccount."""
+    kubeconfig = kubeconfig or prepare_operator_account(kube, namespace)
+    op = OperatorProcess(
+        kubeconfig,
+        ["--runner", runner, "--namespace", namespace, "--default-backend", backend,
+         "--status-interval", "0.5", *extra],
+        kube.work_dir / f"operator-{namespace}.log",
+    )
+    op.start()
+    try:
+        yield op
+    finally:
+        op.stop()
+        print(f"--- operator log ({namespace}) ---\n{op.log_tail(80)}")  # shown on failure
