@@ -190,7 +190,7 @@ def cmd_runner(args: argparse.Namespace) -> int:
 
     _configure_logging(args.log_level)
     settings = RunnerSettings(
-        backend=args.backend or os.environ.get("DASKFLOW_BACKEND", "local"),
+        backend=args.backend or os.environ.get("DASKFLOW_BACKEND") or None,
         address=args.address or os.environ.get("DASKFLOW_SCHEDULER_ADDRESS") or None,
         status_interval=float(os.environ.get("DASKFLOW_STATUS_INTERVAL", args.status_interval)),
     )

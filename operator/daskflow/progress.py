@@ -14,6 +14,7 @@ from typing import Any, TextIO
 import yaml
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.table import Table
 
 STATE_STYLE = {
@@ -43,19 +44,28 @@ def _items(rec: dict[str, Any]) -> str:
 def status_table(status: dict[str, Any], title: str, elapsed: float | None = None) -> Table:
     when = f" · {elapsed:.1f}s" if elapsed is not None else ""
     table = Table(title=f"{title}: {status.get('phase', 'Pending')}{when}", title_justify="left")
-    for col in ("task", "state", "attempts", "items", "message"):
+    for col in ("task", "state", "attempts", "items", "result / message"):
         table.add_column(col, overflow="fold")
     for name, rec in status.get("tasks", {}).items():
         state = rec["state"]
         message = (rec.get("message") or "").splitlines()
+        detail = message[0] if message else ""
+        if "result" in rec and not detail:
+            detail = _short(rec["result"])
         table.add_row(
             name,
             f"[{STATE_STYLE.get(state, '')}]{state}[/]",
             str(rec.get("attempts", 0)),
             _items(rec),
-            message[0][:100] if message else "",
+            escape(detail[:100]),
         )
     return table
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"))
+    text = text.replace("\n", " ⏎ ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class Progress:

@@ -150,6 +150,11 @@ CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str | None]] = {
         "Progressing",
         "Waiting for the daskflow operator to pick up the FlowRun",
     ),
+    "empty phase": (
+        lambda: flowrun({"phase": ""}),
+        "Progressing",
+        "Waiting for the daskflow operator to pick up the FlowRun",
+    ),
     "pending": (
         lambda: flowrun(operator_pending()),
         "Progressing",
@@ -220,7 +225,9 @@ CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str | None]] = {
         "Cancel requested (spec.cancel is true); Running (1/4 tasks succeeded, 1 running)",
     ),
     "cancelled": (
-        lambda: flowrun(ended(running(), Phase.CANCELLED, "Cancelled", CANCEL_MESSAGE), cancel=True),
+        lambda: flowrun(
+            ended(running(), Phase.CANCELLED, "Cancelled", CANCEL_MESSAGE), cancel=True
+        ),
         "Degraded",
         "Cancelled (1/4 tasks succeeded): cancelled: spec.cancel is true",
     ),
@@ -275,7 +282,7 @@ def test_health_of_each_status(lua: str, case: str, mode: str) -> None:
 
 
 def test_a_long_failure_message_reaches_argo_whole(lua: str) -> None:
-    text = "ValueError: " + "é\"\\\t\r\n" * 300 + "end"  # within MESSAGE_LIMIT, odd bytes
+    text = "ValueError: " + 'é"\\\t\r\n' * 300 + "end"  # within MESSAGE_LIMIT, odd bytes
     obj = flowrun(written({"phase": "Failed", "reason": "TasksFailed", "message": text}))
     assert run_health(lua, obj) == Health("Degraded", "Failed: TasksFailed: " + text)
 
@@ -292,7 +299,9 @@ def test_a_500_task_run(lua: str) -> None:
         elif i % 5 == 2:
             book.mark_task(name, TaskState.FAILED, message="boom " * 100)
     health = run_health(lua, flowrun(written(book.to_dict())))
-    assert health == Health("Progressing", "Running (100/500 tasks succeeded, 100 running, 100 failed)")
+    assert health == Health(
+        "Progressing", "Running (100/500 tasks succeeded, 100 running, 100 failed)"
+    )
 
 
 MALFORMED: list[Any] = [
@@ -449,6 +458,8 @@ def test_the_argocd_cm_snippet_merges_into_an_existing_argocd_cm(
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     got = yaml.safe_load(
-        kube.kubectl("-n", namespace, "get", "configmap", "argocd-cm", "-o", "yaml", check=True).stdout
+        kube.kubectl(
+            "-n", namespace, "get", "configmap", "argocd-cm", "-o", "yaml", check=True
+        ).stdout
     )
     assert got["data"] == {**existing, HEALTH_KEY: HEALTH_LUA.read_text()}

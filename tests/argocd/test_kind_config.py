@@ -119,7 +119,7 @@ _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _n
 
 
 def load_strict(text: str) -> Any:
-    docs = list(yaml.load_all(text, Loader=_StrictLoader))  # noqa: S506 - a SafeLoader
+    docs = list(yaml.load_all(text, Loader=_StrictLoader))  # a SafeLoader subclass
     assert len(docs) == 1, "kind reads one document"
     return docs[0]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -62,23 +63,32 @@ def test_failure_after_retries_fails_dependents_and_spares_independent_branches(
 
 def test_fail_fast_starts_no_new_task(run: Runner, tmp_path: Path) -> None:
     marker = tmp_path / "after-slow"
+    flag = tmp_path / "broken-seen"
+    # "slow" runs until the engine has reported "broken" as Failed (no race on timing).
+    wait_flag = f"for i in $(seq 600); do [ -e {flag} ] && exit 0; sleep 0.1; done; exit 1"
 
-    def flow(fail_fast: bool) -> dict[str, object]:
+    def on_status(status: dict[str, Any]) -> None:
+        if status["tasks"]["broken"]["state"] == "Failed":
+            flag.touch()
+
+    def flow(fail_fast: bool) -> dict[str, Any]:
         return flowrun(
             call("broken", "fail"),
-            command("slow", "sleep", "2"),
+            command("slow", "sh", "-c", wait_flag),
             call("after-slow", "record", str(marker), dependsOn=["slow"]),
             failFast=fail_fast,
         )
 
-    status, _ = run(flow(True))
+    status, _ = run(flow(True), on_status=on_status, status_interval=0.05)
     assert status["phase"] == "Failed"
     assert status["tasks"]["broken"]["state"] == "Failed"
     assert status["tasks"]["after-slow"]["state"] == "Cancelled"
+    assert status["tasks"]["after-slow"]["message"] == "not started: failFast"
     assert status["tasks"]["slow"]["state"] in ("Succeeded", "Cancelled")
     assert executions(marker) == 0
 
-    status, _ = run(flow(False))  # the same flow without failFast runs the branch on
+    flag.unlink()  # the same flow without failFast runs the independent branch on
+    status, _ = run(flow(False), on_status=on_status, status_interval=0.05)
     assert states(status) == {"broken": "Failed", "slow": "Succeeded", "after-slow": "Succeeded"}
     assert executions(marker) == 1
 

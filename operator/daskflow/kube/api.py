@@ -198,8 +198,9 @@ class KubeApi:
         try:
             await self.create(EVENTS, meta["namespace"], body)
         except ApiException as err:
-            log.warning("could not post Event %s for %s: %s %s", reason, meta["name"],
-                        err.status, err.body)
+            log.warning(
+                "could not post Event %s for %s: %s %s", reason, meta["name"], err.status, err.body
+            )
 
     def close(self) -> None:
         self.api_client.close()  # type: ignore[no-untyped-call]

@@ -78,6 +78,11 @@ def snapshot(body: Any) -> dict[str, Any]:
     return copy.deepcopy(dict(body))
 
 
+def _task_names(body: dict[str, Any]) -> list[str]:
+    tasks = (body.get("spec") or {}).get("tasks") or []
+    return [t["name"] for t in tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+
 class Supervisor:
     """Everything the handlers share: configuration, API access and metrics."""
 
@@ -128,7 +133,9 @@ class Supervisor:
     async def end(self, body: dict[str, Any], phase: Phase, reason: str, message: str) -> None:
         writer = StatusWriter(self.api, body, "operator")
         with contextlib.suppress(RunEndedElsewhere):
-            await writer.write(end_run(body.get("status") or {}, phase, reason, message))
+            await writer.write(
+                end_run(body.get("status") or {}, phase, reason, message, _task_names(body))
+            )
         self.metrics.status_patches_total.inc(writer.patches)
         await self.delete_children(body, runner=True)
 

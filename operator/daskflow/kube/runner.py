@@ -28,6 +28,7 @@ from ..model.states import Phase, TaskState
 from ..model.status import end_run
 from ..model.validate import ManifestError, parse_flowrun
 from .api import FLOWRUNS, KubeApi
+from .builders import scheduler_address
 from .status import RunEndedElsewhere, StatusWriter
 
 log = logging.getLogger(__name__)
@@ -37,7 +38,7 @@ WATCH_INTERVAL = 2.0
 
 @dataclass
 class RunnerSettings:
-    backend: str = "local"
+    backend: str | None = None  # None: as recorded by the operator, else spec, else local
     address: str | None = None  # scheduler address for the kubernetes/address backends
     status_interval: float = 1.0
     component: str = "runner"
@@ -52,22 +53,37 @@ def dataset_prefix(uid: str) -> str:
     return f"daskflow-{uid}-"
 
 
+def resolve_target(body: dict[str, Any], settings: RunnerSettings) -> tuple[str, str | None]:
+    """Which backend and scheduler address this run uses: the runner's settings, else what
+    the operator recorded in status, else the spec."""
+    recorded = (body.get("status") or {}).get("runner") or {}
+    cluster = (body.get("spec") or {}).get("cluster") or {}
+    backend = settings.backend or recorded.get("backend") or cluster.get("backend")
+    if backend is None:
+        backend = "address" if cluster.get("address") else "local"
+    address = settings.address
+    if address is None and backend == "address":
+        address = cluster.get("address")
+    if address is None and backend == "kubernetes" and recorded.get("cluster"):
+        address = scheduler_address(recorded["cluster"], body["metadata"]["namespace"])
+    return backend, address
+
+
 @contextlib.asynccontextmanager
 async def _cluster(
-    flow_body: dict[str, Any], settings: RunnerSettings
+    flow_body: dict[str, Any], backend: str, address: str | None
 ) -> AsyncIterator[tuple[Client, float]]:
     spec = flow_body["spec"].get("cluster") or {}
     started = time.monotonic()
-    if settings.backend == "local":
+    if backend == "local":
         ctx = dask_client(
             workers=max(int(spec.get("workers", 2)), 1),
             threads_per_worker=int(spec.get("threadsPerWorker", 1)),
             env=dict(spec.get("env") or {}),
         )
     else:
-        address = settings.address or spec.get("address")
         if not address:
-            raise ValueError(f"backend {settings.backend!r} needs a scheduler address")
+            raise ValueError(f"backend {backend!r} needs a scheduler address")
         ctx = dask_client(address=address)
     async with ctx as client:
         yield client, time.monotonic() - started
@@ -127,7 +143,8 @@ async def drive_flowrun(
         log.info("FlowRun %s/%s already ended %s", namespace, name, status["phase"])
         return status
     runner_info = {**(status.get("runner") or {}), **((extra_status or {}).get("runner") or {})}
-    runner_info["backend"] = settings.backend
+    backend, address = resolve_target(body, settings)
+    runner_info["backend"] = backend
     if status.get("phase") == Phase.RUNNING:  # an earlier runner was lost: this one resumes
         runner_info["restarts"] = int(runner_info.get("restarts", 0)) + 1
     writer = StatusWriter(
@@ -141,9 +158,9 @@ async def drive_flowrun(
             await writer.write(final)
         return final
     uid = body["metadata"].get("uid", name)
-    remote = settings.backend != "local"
+    remote = backend != "local"
     try:
-        async with _cluster(body, settings) as (client, startup):
+        async with _cluster(body, backend, address) as (client, startup):
             runner_info["clusterStartupSeconds"] = round(startup, 3)
             values = await _restore_values(client, dataset_prefix(uid), status) if remote else {}
             engine = FlowEngine(

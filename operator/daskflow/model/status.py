@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from collections.abc import Iterable
 from typing import Any
 
 from .states import Phase, TaskState, can_move_phase, can_move_task
@@ -256,7 +257,13 @@ class StatusBook:
 _TRIM_STEPS = ((True, MESSAGE_LIMIT), (False, MESSAGE_LIMIT), (False, 256), (False, 0), (False, 0))
 
 
-def end_run(status: dict[str, Any], phase: Phase, reason: str, message: str) -> dict[str, Any]:
+def end_run(
+    status: dict[str, Any],
+    phase: Phase,
+    reason: str,
+    message: str,
+    task_names: Iterable[str] = (),
+) -> dict[str, Any]:
     """A copy of ``status`` ended by force (cancel, deadline, lost cluster): every unfinished
     task becomes Cancelled and the run takes ``phase``. A finished run is returned as is."""
     current = Phase(status.get("phase") or Phase.PENDING)
@@ -264,7 +271,8 @@ def end_run(status: dict[str, Any], phase: Phase, reason: str, message: str) -> 
         return dict(status)
     stamp = now_iso()
     tasks = {}
-    for name, rec in (status.get("tasks") or {}).items():
+    known = {name: {"state": str(TaskState.PENDING), "attempts": 0} for name in task_names}
+    for name, rec in {**known, **(status.get("tasks") or {})}.items():
         state = TaskState(rec.get("state", TaskState.PENDING))
         if not state.terminal:
             rec = {

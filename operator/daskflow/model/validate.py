@@ -8,6 +8,7 @@ once: a user fixes a manifest in one round trip, never by reading a traceback.
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -50,22 +51,30 @@ def _format_loc(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
     for part in parts:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("function-after", "list[any]", "str", "float", "int", "bool"):
-            continue
         else:
             out += f".{part}" if out else str(part)
     return out or "(root)"
 
 
+# Names pydantic puts in an error's location for the member of a union that failed.
+_UNION_TAGS = frozenset({"function-after", "str", "float", "int", "bool"})
+
+
 def _pydantic_problems(raw: Mapping[str, Any], err: ValidationError) -> list[str]:
     problems = []
     for item in err.errors(include_url=False):
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        loc = tuple(
+            p for p in item["loc"] if not (isinstance(p, str) and ("[" in p or p in _UNION_TAGS))
+        )
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
             msg = "unknown field"
         elif item["type"] == "string_pattern_mismatch" and loc[-1:] == ("call",):
             msg = 'must look like "module:attr" or "module:Class.attr"'
+        elif loc[-1:] == ("map",) and item["type"] in ("list_type", "string_type"):
+            msg = 'must be a list or exactly one reference such as "$(tasks.NAME.result)"'
+        else:
+            msg = re.sub(r" or instance of \w+$", "", msg)
         problems.append(f"{_format_loc(raw, loc)}: {msg}")
     return list(dict.fromkeys(problems))
 

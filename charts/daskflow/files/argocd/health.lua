@@ -125,6 +125,9 @@ if type(status) ~= "table" then
   status = {}
 end
 local phase = status.phase
+if phase == "" then
+  phase = nil
+end
 
 if phase == nil then
   local condition = succeeded_condition(status)
