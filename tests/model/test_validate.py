@@ -146,6 +146,8 @@ def test_env_only_for_commands() -> None:
         ({"timeoutSeconds": 0}, "tasks[0] (a).timeoutSeconds: Input should be greater than 0"),
         ({"name": "Bad_Name"}, "tasks[0] (Bad_Name).name: String should match pattern"),
         ({"args": "x"}, "tasks[0] (a).args: Input should be a valid list"),
+        ({"map": 5}, "tasks[0] (a).map: must be a list or exactly one reference"),
+        ({"env": {"A": 1}, "command": ["x"], "call": None}, "tasks[0] (a).env.A: Input should"),
     ],
 )
 def test_types_and_bounds(fields: dict[str, Any], expected: str) -> None:
@@ -204,6 +206,8 @@ def test_cycle_through_a_reference_names_that_field() -> None:
         ({"kind": "FlowRun"}, "spec: Field required"),
         ({**manifest([call("a")]), "kind": "Flow"}, "kind: Input should be 'FlowRun'"),
         (manifest([]), "spec.tasks: List should have at least 1 item"),
+        (manifest(["extract"]), "tasks[0]: Input should be a valid dictionary"),
+        (manifest([{"call": "m:f"}]), "tasks[0].name: Field required"),
     ],
 )
 def test_document_level_problems(raw: Any, expected: str) -> None:

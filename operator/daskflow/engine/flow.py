@@ -34,7 +34,7 @@ from ..model.graph import (
 from ..model.refs import Ref, iter_refs, substitute
 from ..model.spec import FlowRun, TaskSpec
 from ..model.states import Phase, TaskState
-from ..model.status import FAILED_ITEMS_LIMIT, ItemCounts, StatusBook
+from ..model.status import FAILED_ITEMS_LIMIT, RESULT_LIMIT, ItemCounts, StatusBook
 from .sink import CoalescingSink, StatusCallback
 from .worker import (
     TaskCancelled,
@@ -43,6 +43,7 @@ from .worker import (
     TaskSkipped,
     describe_error,
     kill_commands,
+    result_json,
     run_item,
     run_task,
     truthy,
@@ -52,6 +53,10 @@ log = logging.getLogger(__name__)
 
 DETAILS_GRACE = 2.0  # seconds to wait for the last worker events after the last future
 KILL_TIMEOUT = 10.0  # seconds for the workers to kill the commands of a cancelled run
+# A list of more items than this never fits the 1 KiB of a result in the status; and item
+# values that take more memory than this on the workers are not fetched to check.
+MAPPED_RESULT_ITEMS = RESULT_LIMIT // 2
+MAPPED_RESULT_BYTES = 64 * RESULT_LIMIT
 
 AnyFuture = Future[Any]
 _LIVE = frozenset({"pending", "lost"})  # Future.status of a task that has not ended
@@ -150,6 +155,7 @@ class FlowEngine:
         self._details_seen: set[str] = set()
         self._details_done = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
+        self._result_tasks: set[asyncio.Task[Any]] = set()  # small mapped results to fetch
         self._restore(previous_status or {}, values or {})
 
     # -- public --------------------------------------------------------------------------
@@ -466,6 +472,22 @@ class FlowEngine:
             self._mark(name, TaskState.CANCELLED, f"{counts.cancelled} items cancelled")
         else:
             self._mark(name, TaskState.SUCCEEDED, attempts=max(1, self.book.tasks[name].attempts))
+            if counts.total <= MAPPED_RESULT_ITEMS and node.futures:
+                task = asyncio.ensure_future(self._mapped_result(name, node.futures))
+                self._result_tasks.add(task)
+                task.add_done_callback(self._result_tasks.discard)
+
+    async def _mapped_result(self, name: str, futures: list[AnyFuture]) -> None:
+        """Put a small mapped result into the status, as for any task. Only item values
+        that the scheduler knows to be small are fetched, so a map over big values (data
+        frames, say) moves nothing here."""
+        with contextlib.suppress(Exception):
+            sizes = await self._dask.nbytes(keys=[f.key for f in futures], summary=False)
+            if all(n >= 0 for n in sizes.values()) and sum(sizes.values()) <= MAPPED_RESULT_BYTES:
+                text = result_json(list(await self._dask.gather(futures)))
+                if text is not None:
+                    self.book.set_task_details(name, result=(True, json.loads(text)))
+                    self.sink.poke()
 
     async def _outcome(
         self, future: AnyFuture, node: _Node
@@ -623,6 +645,10 @@ class FlowEngine:
         elif self._awaiting_details:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._details_done.wait(), DETAILS_GRACE)
+        if self._result_tasks:
+            _, late = await asyncio.wait(self._result_tasks, timeout=0 if stopped else KILL_TIMEOUT)
+            for task in late:
+                task.cancel()
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         with contextlib.suppress(Exception):
