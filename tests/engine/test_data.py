@@ -81,6 +81,21 @@ def test_map_over_a_literal_list(run: Runner) -> None:
         "pending": 0,
     }
     assert "failedItems" not in status["tasks"]["double"]
+    assert result(status, "double") == [2, 4, 6]  # a small mapped result is in the status
+
+
+def test_a_big_mapped_result_stays_out_of_the_status(run: Runner) -> None:
+    status, _ = run(
+        flowrun(
+            call("many", "identity", "$(item)", map=list(range(600))),  # > 1 KiB as JSON
+            call("wide", "big", "$(item)", map=[20_000, 20_000]),  # big values, few items
+            call("lengths", "length", "$(item)", map="$(tasks.wide.result)"),
+        )
+    )
+    assert status["phase"] == "Succeeded"
+    assert "result" not in status["tasks"]["many"]
+    assert "result" not in status["tasks"]["wide"]
+    assert result(status, "lengths") == [20_000, 20_000]
 
 
 def test_map_over_a_parameter(run: Runner) -> None:

@@ -149,6 +149,9 @@ def etl_flow(workdir: Path) -> dict[str, Any]:
     return doc
 
 
+WARMUP = flowrun("warmup", [{"name": "hello", "command": ["sh", "-c", "echo hello"]}])
+
+
 @dataclass
 class Observed:
     kube: KubeCluster
@@ -160,6 +163,7 @@ class Observed:
     at: float  # a time at which Prometheus has scraped the final values
     started: float
     runs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> final object
+    warmup: dict[str, Any] = field(default_factory=dict)
 
 
 def _create_namespace(kube: KubeCluster) -> str:
@@ -190,8 +194,18 @@ def observed(kube: KubeCluster, prometheus_server: Any) -> Iterator[Observed]:
             )
             prom.wait_for(f'up{{job="{OPERATOR_JOB}"}} == 1')
             prom.wait_for(f'daskflow_flowruns_running{{namespace="{namespace}"}}')
-            before = op.metrics()
             started = time.time()
+            # A first run creates the histograms' series (the operator creates them only at
+            # their first observation, which rate() and increase() then never see), as on
+            # an operator that has been running for a while. See
+            # test_first_observation_of_a_histogram_is_visible.
+            apply(kube, WARMUP, namespace)
+            warmup = wait_for_phase(kube, namespace, WARMUP["metadata"]["name"], timeout=300)
+            prom.wait_for(
+                f'daskflow_flowrun_duration_seconds_count{{namespace="{namespace}"}} >= 1'
+            )
+            time.sleep(2)
+            before = op.metrics()
             docs = [
                 etl_flow(workdir),
                 flaky_flow("retry-ok", workdir, failures=1, retries=2),
@@ -211,7 +225,7 @@ def observed(kube: KubeCluster, prometheus_server: Any) -> Iterator[Observed]:
             time.sleep(2)  # a couple more scrapes, so rates over short windows see the end
             at = time.time()
             after = op.metrics()
-            yield Observed(kube, namespace, op, prom, before, after, at, started, runs)
+            yield Observed(kube, namespace, op, prom, before, after, at, started, runs, warmup)
     finally:
         _delete_namespace(kube, namespace)
 
@@ -295,10 +309,6 @@ def test_panel_query_returns_data(observed: Observed, title: str, ref: str, expr
     for namespace in (observed.namespace, ".*"):
         query = render(expr, namespace)
         result = prom.query(query, at=observed.at)
-        if not result:
-            dbg = prom.query('{__name__=~"daskflow_cluster_startup.*|daskflow_flowrun_duration.*"}', at=observed.at)
-            dbg2 = prom.api("query_range", query='daskflow_cluster_startup_seconds_count', start=f"{observed.started-30:.0f}", end=f"{observed.at:.0f}", step="1")
-            print("DEBUG", observed.at, time.time(), json.dumps(dbg)[:3000], json.dumps(dbg2)[:3000], observed.after)
         assert result, f"panel {title!r} ({ref}) returned no data: {query}"
     # A window that covers the runs: some value is a real number, not only NaN.
     query = render(expr, observed.namespace, rate_interval="5m", range_="1h")
@@ -381,8 +391,9 @@ def test_metrics_move_during_real_runs(observed: Observed) -> None:
 
 
 def test_no_flowrun_name_or_uid_in_any_label(observed: Observed) -> None:
-    names = set(observed.runs)
-    uids = {run["metadata"]["uid"] for run in observed.runs.values()}
+    everything = [*observed.runs.values(), observed.warmup]
+    names = {run["metadata"]["name"] for run in everything}
+    uids = {run["metadata"]["uid"] for run in everything}
     forbidden = names | uids
 
     def check(metric: str, labels: dict[str, str]) -> None:
@@ -436,3 +447,23 @@ def test_alert_rules_evaluate_cleanly_on_real_data(observed: Observed) -> None:
         "DaskflowReconcileErrors",
         "DaskflowFlowRunOverdue",
     }, active
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="daskflow.kube.metrics creates a histogram's labelled series only at its first "
+    "observation, so rate()/increase() never see that observation; ensure_namespace() "
+    "should create daskflow_flowrun_duration_seconds{namespace,phase} and "
+    "daskflow_task_duration_seconds{namespace} (and __init__ "
+    "daskflow_cluster_startup_seconds{backend}) at zero, as it does for the counters",
+)
+def test_first_observation_of_a_histogram_is_visible(observed: Observed) -> None:
+    # The only Failed run of the namespace: the counter (created at zero) shows it...
+    ns, prom = observed.namespace, observed.prometheus
+    window = f"{int(observed.at - observed.started) + 5}s"
+    failed = f'namespace="{ns}", phase="Failed"'
+    runs = prom.value(f"increase(daskflow_flowruns_total{{{failed}}}[{window}])")
+    assert runs > 0
+    # ... and so should the histogram of the same runs' durations.
+    timed = prom.value(f"increase(daskflow_flowrun_duration_seconds_count{{{failed}}}[{window}])")
+    assert timed > 0

@@ -96,9 +96,13 @@ class FlowRunMetrics:
             self.reconcile_errors_total.labels(reason)
         self._seen: dict[str, tuple[str, dict[str, Any]]] = {}  # uid -> (namespace, status)
         self._live: dict[str, tuple[str, int, float | None]] = {}  # uid -> ns, workers, deadline
+        self._namespaces: set[str] = set()
 
     def ensure_namespace(self, namespace: str) -> None:
         """Create every series of a namespace at zero, so rates and alerts see it at once."""
+        if namespace in self._namespaces:
+            return
+        self._namespaces.add(namespace)
         for phase in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED):
             self.flowruns_total.labels(namespace, str(phase))
         for state in TaskState:
@@ -133,11 +137,11 @@ class FlowRunMetrics:
         runner = status.get("runner") or {}
         startup = runner.get("clusterStartupSeconds")
         first_startup = (old.get("runner") or {}).get("clusterStartupSeconds") is None
-        if startup is not None and first_startup:
-            if not fresh or since is None or counts(status.get("startTime")):  # noqa: SIM102
-                self.cluster_startup.labels(str(runner.get("backend", "unknown"))).observe(
-                    float(startup)
-                )
+        new_here = not fresh or since is None or counts(status.get("startTime"))
+        if startup is not None and first_startup and new_here:
+            self.cluster_startup.labels(str(runner.get("backend", "unknown"))).observe(
+                float(startup)
+            )
         phase = Phase(status.get("phase") or Phase.PENDING)
         if phase.terminal and old.get("phase") != phase and counts(status.get("completionTime")):
             self.flowruns_total.labels(namespace, str(phase)).inc()
@@ -200,7 +204,7 @@ class FlowRunMetrics:
             workers[namespace] = workers.get(namespace, 0) + count
             if deadline is not None and now > deadline:
                 overdue[namespace] = overdue.get(namespace, 0) + 1
-        for namespace, _ in self._seen.values():
+        for namespace in self._namespaces:
             self.flowruns_running.labels(namespace).set(running.get(namespace, 0))
             self.cluster_workers.labels(namespace).set(workers.get(namespace, 0))
             self.flowruns_overdue.labels(namespace).set(overdue.get(namespace, 0))
