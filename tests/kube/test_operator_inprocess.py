@@ -240,3 +240,17 @@ def test_invalid_graph_fails_with_a_clear_message(crds: KubeCluster, namespace: 
         status = wait_for_phase(crds, namespace, "cyclic")["status"]
     assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
     assert "cycle" in status["message"] and "tasks[0] (a)" in status["message"]
+
+
+def test_two_replicas_run_each_flowrun_once(crds: KubeCluster, namespace: str) -> None:
+    """kopf peering: the replica with the lower priority stays paused."""
+    marker = crds.work_dir / f"{namespace}.runs"
+    kubeconfig = prepare_operator_account(crds, namespace)
+    with operator_running(crds, namespace, kubeconfig=kubeconfig, extra=("--priority", "10")), \
+            operator_running(crds, namespace, kubeconfig=kubeconfig,
+                             extra=("--priority", "20")):
+        time.sleep(2)  # let the peers see each other
+        apply(crds, flowrun("peered", [counting("only", marker)]), namespace)
+        status = wait_for_phase(crds, namespace, "peered")["status"]
+    assert status["phase"] == "Succeeded"
+    assert runs_of(marker, "only") == 1
