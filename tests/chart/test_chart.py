@@ -48,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "daskflow"
 RBAC = CHART / "files" / "rbac"
 CONTROLLER_SETTINGS = "/etc/daskflow/dask-kubernetes/daskflow_settings.py"
+PAUSED = "Pausing operations in favour of"  # kopf, in the replica that stands by
 
 # The ServiceMonitor/PrometheusRule kinds, as much CRD as a dry run needs.
 MONITORING_CRDS = [
@@ -377,6 +378,19 @@ def cluster(kube: KubeCluster) -> KubeCluster:
         ),
         60,
         "the CRDs to be established",
+        interval=1,
+    )
+    # A new CRD's storage answers 429 "storage is (re)initializing" for a while after that.
+    kinds = (
+        "flowruns.daskflow.io,kopfpeerings.kopf.dev,clusterkopfpeerings.kopf.dev,"
+        "daskclusters.kubernetes.dask.org,daskworkergroups.kubernetes.dask.org,"
+        "daskautoscalers.kubernetes.dask.org,daskjobs.kubernetes.dask.org,"
+        "servicemonitors.monitoring.coreos.com,prometheusrules.monitoring.coreos.com"
+    )
+    wait_for(
+        lambda: kube.kubectl("get", kinds, "--all-namespaces").returncode == 0,
+        90,
+        "the custom resources to be served",
         interval=1,
     )
     return kube
@@ -1176,19 +1190,23 @@ def _installed_args(kube: KubeCluster, release: Release, deployment: str) -> lis
 def test_operator_and_controller_run_under_the_chart_accounts(
     namespaced_release: Release, cluster: KubeCluster
 ) -> None:
-    """The installed arguments and accounts, as processes: the operator takes a FlowRun with
-    the kubernetes backend to its runner Job and DaskCluster, and the dask-kubernetes
-    controller turns that into scheduler and worker Deployments; deleting the FlowRun
-    removes the operator's children."""
+    """The installed arguments and accounts, as processes: of two operator replicas one
+    stands by (peering through the chart's KopfPeerings), the other takes a FlowRun with the
+    kubernetes backend to its runner Job and DaskCluster, and the dask-kubernetes controller
+    turns that into scheduler and worker Deployments; deleting the FlowRun removes the
+    operator's children. No request is ever forbidden."""
     rel = namespaced_release
     ns = rel.watched[0]
     op_args = _installed_args(cluster, rel, rel.operator_sa)
     assert op_args[0] == "operator"
-    operator = OperatorProcess(
-        cluster.service_account_kubeconfig(rel.namespace, rel.operator_sa),
-        op_args[1:],
-        cluster.work_dir / f"chart-operator-{rel.name}.log",
-    )
+    # Two replicas (the release has replicas: 2): peering makes exactly one of them active.
+    operator_kubeconfig = cluster.service_account_kubeconfig(rel.namespace, rel.operator_sa)
+    operators = [
+        LoopbackOperator(
+            operator_kubeconfig, op_args[1:], cluster.work_dir / f"chart-op-{rel.name}-{i}.log"
+        )
+        for i in range(2)
+    ]
     # The controller's kopf settings file, from the installed ConfigMap, where its args say.
     settings = kubectl_json(cluster, "get", "configmap", rel.dask_sa, "-n", rel.namespace)
     local_settings = cluster.work_dir / f"{rel.name}-daskflow_settings.py"
@@ -1212,9 +1230,20 @@ def test_operator_and_controller_run_under_the_chart_accounts(
             "tasks": [{"name": "hello", "command": ["echo", "hello"]}],
         },
     }
-    controller.start()
-    operator.start()
     try:
+        controller.start()
+        for operator in operators:
+            operator.start()
+        try:
+            paused = wait_for(
+                lambda: [op for op in operators if PAUSED in op.log_path.read_text()],
+                90,
+                "one operator replica to stand by",
+            )
+        except AssertionError as err:
+            tails = "\n----\n".join(op.log_tail(150) for op in operators)
+            raise AssertionError(f"{err}\n{tails}") from err
+        assert len(paused) == 1, [op.log_tail() for op in operators]
         kubectl_ok(cluster, "apply", "-f", "-", input=yaml.safe_dump(flowrun))
 
         def children() -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -1278,9 +1307,10 @@ def test_operator_and_controller_run_under_the_chart_accounts(
 
         wait_for(cleaned, 60, "the FlowRun and its children to be deleted")
     finally:
-        operator.stop()
+        for operator in operators:
+            operator.stop()
         controller.stop()
-    for log in (operator.log_path, controller.log_path):
+    for log in (*(op.log_path for op in operators), controller.log_path):
         denied = [
             line
             for line in log.read_text(errors="replace").splitlines()
@@ -1295,6 +1325,56 @@ def kubectl_json(kube: KubeCluster, *args: str) -> dict[str, Any]:
         raise AssertionError(proc.stderr)
     loaded: dict[str, Any] = json.loads(proc.stdout)
     return loaded
+
+
+# `daskflow operator` serves metrics and health on all interfaces and has no flag to choose;
+# the tests must listen on loopback only, so this launcher pins both servers to 127.0.0.1.
+_LOOPBACK_LAUNCHER = """
+import sys
+import aiohttp.web
+import prometheus_client
+
+_serve = prometheus_client.start_http_server
+prometheus_client.start_http_server = lambda port, addr="", **kw: _serve(port, "127.0.0.1", **kw)
+
+
+class _LoopbackSite(aiohttp.web.TCPSite):
+    def __init__(self, runner, host=None, port=None, **kw):
+        super().__init__(runner, "127.0.0.1", port, **kw)
+
+
+aiohttp.web.TCPSite = _LoopbackSite
+from daskflow.cli import main
+
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+class LoopbackOperator(OperatorProcess):
+    """tests.kube.harness's operator process, listening on 127.0.0.1 only."""
+
+    def start(self) -> None:
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+        env.pop("KUBERNETES_SERVICE_HOST", None)
+        argv = [
+            sys.executable,
+            "-c",
+            _LOOPBACK_LAUNCHER,
+            "operator",
+            *self.args,
+            f"--metrics-port={self.metrics_port}",
+            f"--health-port={self.health_port}",
+        ]
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for(self.ready, 60, "the operator to be ready")
+        listening = subprocess.run(
+            ["ss", "-Hltnp"], capture_output=True, text=True, check=False
+        ).stdout
+        for port in (self.metrics_port, self.health_port):
+            assert f"127.0.0.1:{port} " in listening, listening
 
 
 class ControllerProcess:

@@ -9,7 +9,7 @@ import pytest
 from distributed import LocalCluster
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def cli_scheduler() -> Iterator[str]:
     with LocalCluster(
         n_workers=2,

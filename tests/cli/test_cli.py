@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -298,6 +299,21 @@ def tree(pid: int) -> list[psutil.Process]:
     return [parent, *parent.children(recursive=True)]
 
 
+def wait_watching(proc: subprocess.Popen[str], seen: list[psutil.Process]) -> tuple[str, str]:
+    """Wait for ``proc`` to end, adding every process of its tree seen meanwhile to ``seen``
+    (so that processes started after the signal are checked too)."""
+    known = {p.pid for p in seen}
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(psutil.Error):
+            for p in tree(proc.pid):
+                if p.pid not in known:
+                    known.add(p.pid)
+                    seen.append(p)
+        time.sleep(0.05)
+    return proc.communicate(timeout=RUN_TIMEOUT)
+
+
 def test_ctrl_c_cancels_the_run_and_leaves_nothing_behind(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     path = write_flow(
@@ -326,7 +342,7 @@ def test_ctrl_c_cancels_the_run_and_leaves_nothing_behind(tmp_path: Path) -> Non
         sleeper = int(pidfile.read_text())
         assert sleeper in {p.pid for p in processes}
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+        out, err = wait_watching(proc, processes)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -340,7 +356,7 @@ def test_ctrl_c_cancels_the_run_and_leaves_nothing_behind(tmp_path: Path) -> Non
     assert alive == [], [(p.pid, p.name()) for p in alive]
 
 
-def test_ctrl_c_while_starting_leaves_nothing_behind(tmp_path: Path) -> None:
+def test_ctrl_c_while_the_cluster_starts_leaves_nothing_behind(tmp_path: Path) -> None:
     path = write_flow(tmp_path / "f.yaml", [{"name": "nap", "command": ["sleep", "60"]}])
     proc = subprocess.Popen(
         [*DASKFLOW, "run", str(path), "-o", "json"],
@@ -350,16 +366,22 @@ def test_ctrl_c_while_starting_leaves_nothing_behind(tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     try:
-        time.sleep(1.5)  # somewhere in startup: imports or the cluster coming up
+        # The first child processes mean the LocalCluster is on its way up.
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not psutil.Process(proc.pid).children():
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no cluster started"
+            time.sleep(0.05)
         processes = tree(proc.pid)
         proc.send_signal(signal.SIGINT)
-        out, err = proc.communicate(timeout=RUN_TIMEOUT)
+        out, err = wait_watching(proc, processes)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode in (1, 130), err
-    if proc.returncode == 1:
-        assert json.loads(out)["phase"] == "Cancelled"
+    assert proc.returncode == 1, err
+    status = json.loads(out)
+    assert status["phase"] == "Cancelled"
+    assert status["tasks"]["nap"]["state"] == "Cancelled"
     assert "Traceback" not in err, err
     _, alive = psutil.wait_procs(processes, timeout=30)
     assert alive == [], [(p.pid, p.name()) for p in alive]

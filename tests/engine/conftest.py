@@ -1,5 +1,5 @@
 """One real ``distributed`` LocalCluster for the engine tests (2 workers x 1 thread, in
-processes), shared by the whole session."""
+processes), shared by the engine tests and closed after them."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from .helpers import Runner
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def dask_address() -> Iterator[str]:
     with LocalCluster(
         n_workers=2,

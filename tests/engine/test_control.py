@@ -245,3 +245,20 @@ def test_published_values_let_a_later_engine_resume(
     assert executions(marker) == 3
     assert status["phase"] == "Succeeded"
     assert status["tasks"]["both"]["result"] == [5000, 2]
+
+
+def test_cancel_before_run_runs_nothing(dask_address: str, tmp_path: Path) -> None:
+    marker = tmp_path / "runs"
+    flow = parse_flowrun(flowrun(call("a", "record", str(marker)), call("b", "identity", 1)))
+
+    async def main() -> dict[str, Any]:
+        async with Client(dask_address, asynchronous=True) as client:
+            engine = FlowEngine(flow, client)
+            engine.cancel("not today")
+            return await engine.run()
+
+    status = asyncio.run(main())
+    assert status["phase"] == "Cancelled"
+    assert status["message"] == "not today"
+    assert states(status) == {"a": "Cancelled", "b": "Cancelled"}
+    assert executions(marker) == 0

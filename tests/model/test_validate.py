@@ -170,6 +170,24 @@ def test_every_problem_is_reported_at_once() -> None:
     ]
 
 
+def test_type_problems_and_whole_flow_problems_are_reported_together() -> None:
+    raw = manifest(
+        [
+            call("a", retries=-1),
+            call("b", dependsOn=["a", "nope"], args=["$(params.zz)", "$(tasks.a.result)"]),
+            {"name": "c", "call": "m f"},
+            call("d", dependsOn=["c"]),  # c did not parse, but it exists: not "unknown"
+        ],
+        parameters={"n": 3},
+    )
+    assert problems(raw) == [
+        "tasks[0] (a).retries: Input should be greater than or equal to 0",
+        'tasks[2] (c).call: must look like "module:attr" or "module:Class.attr"',
+        'tasks[1] (b).dependsOn: unknown task "nope"',
+        'tasks[1] (b).args: unknown parameter "zz"',
+    ]
+
+
 def test_self_dependency() -> None:
     assert problems(manifest([call("a", dependsOn=["a"])])) == [
         "tasks[0] (a).dependsOn: task depends on itself"

@@ -212,6 +212,8 @@ class FlowEngine:
     async def _drive(self) -> None:
         make_ac: Any = as_completed
         self._ac = make_ac(loop=self._dask.loop, with_results=False, raise_errors=False)
+        if self._stop.is_set():  # cancelled before it started: submit nothing
+            return
         await self._pump()
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:

@@ -9,9 +9,9 @@ to stay under the size bound whatever the flow's size.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from collections.abc import Iterable
 from typing import Any
 
 from .states import Phase, TaskState, can_move_phase, can_move_task

@@ -81,15 +81,28 @@ def _pydantic_problems(raw: Mapping[str, Any], err: ValidationError) -> list[str
 
 def semantic_problems(flow: FlowRun) -> list[str]:
     """Checks that need the whole flow: names, references, cycles, call XOR command."""
+    return _semantic(list(enumerate(flow.spec.tasks)), flow.spec.parameters)
+
+
+def _semantic(
+    tasks: list[tuple[int, TaskSpec]],
+    params: Mapping[str, Any],
+    names: Mapping[str, int] | None = None,
+) -> list[str]:
+    """The checks of :func:`semantic_problems` on the tasks that parsed, numbered as in the
+    manifest; ``names`` maps every task name of the manifest to its first index (tasks that
+    did not parse included), so that a reference to one of those is not reported unknown."""
     problems: list[str] = []
-    tasks = flow.spec.tasks
-    index = {t.name: i for i, t in reversed(list(enumerate(tasks)))}
-    params = flow.spec.parameters
+    index = dict(names) if names is not None else {}
+    if names is None:
+        for i, t in tasks:
+            index.setdefault(t.name, i)
+    by_index = dict(tasks)
 
     def label(i: int, task: TaskSpec) -> str:
         return f"tasks[{i}] ({task.name})"
 
-    for i, task in enumerate(tasks):
+    for i, task in tasks:
         where = label(i, task)
         if index[task.name] != i:
             problems.append(f'{where}.name: duplicate task name "{task.name}"')
@@ -127,17 +140,17 @@ def semantic_problems(flow: FlowRun) -> list[str]:
     known = set(index)
     graph = {  # first task of each name only: a duplicate is reported above
         t.name: [d for d in task_dependencies(t) if d in known]
-        for i, t in enumerate(tasks)
+        for i, t in tasks
         if index[t.name] == i
     }
-    for i, task in enumerate(tasks):
+    for i, task in tasks:
         if index[task.name] == i and task.name in graph[task.name]:
             field = _edge_field(task, task.name)
             problems.append(f"{label(i, task)}.{field}: task depends on itself")
             graph[task.name].remove(task.name)
     cycle = find_cycle(graph)
     if cycle:
-        first = tasks[index[cycle[0]]]
+        first = by_index[index[cycle[0]]]
         steps = ", ".join(f"{a} depends on {b}" for a, b in itertools.pairwise(cycle))
         problems.append(
             f"{label(index[first.name], first)}.{_edge_field(first, cycle[1])}: "
@@ -165,11 +178,45 @@ def parse_flowrun(raw: Any, source: str = "manifest") -> FlowRun:
     try:
         flow = FlowRun.model_validate(raw)
     except ValidationError as err:
-        raise ManifestError(_pydantic_problems(raw, err), source) from None
+        problems = _pydantic_problems(raw, err) + _partial_semantic_problems(raw)
+        raise ManifestError(list(dict.fromkeys(problems)), source) from None
     problems = semantic_problems(flow)
     if problems:
         raise ManifestError(problems, source)
     return flow
+
+
+def _partial_semantic_problems(raw: Mapping[str, Any]) -> list[str]:
+    """The whole-flow checks on the tasks that parse, when others do not: so that one run
+    of the validator reports every problem it can find."""
+    spec = raw.get("spec")
+    if not isinstance(spec, Mapping) or not isinstance(spec.get("tasks"), list):
+        return []
+    params = spec.get("parameters")
+    names: dict[str, int] = {}
+    tasks: list[tuple[int, TaskSpec]] = []
+    for i, item in enumerate(spec["tasks"]):
+        if not isinstance(item, Mapping):
+            continue
+        if isinstance(item.get("name"), str):
+            names.setdefault(item["name"], i)
+        try:
+            tasks.append((i, TaskSpec.model_validate(item)))
+        except ValidationError:
+            continue
+    if not isinstance(params, Mapping):  # reported by pydantic; skip parameter checks
+        return _semantic(tasks, _AnyParams(), names)
+    return _semantic(tasks, params, names)
+
+
+class _AnyParams(dict[str, Any]):
+    """Parameters that could not be read: every name is taken to exist, and to be a list."""
+
+    def __contains__(self, key: object) -> bool:
+        return True
+
+    def __getitem__(self, key: str) -> Any:
+        return []
 
 
 def load_flowrun(path: str | Path, overrides: Mapping[str, Any] | None = None) -> FlowRun:
