@@ -5,6 +5,7 @@ that is bound to exactly the rules in ``charts/daskflow/files/rbac/``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,10 +43,24 @@ def rules(name: str) -> list[dict[str, Any]]:
 
 
 def install_crds(kube: KubeCluster) -> None:
-    kube.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(CRDS),
-                 "-f", str(CRDS / "dask-kubernetes"), check=True)
-    kube.kubectl("wait", "--for=condition=Established", "--timeout=60s",
-                 "crd/flowruns.daskflow.io", "crd/daskclusters.kubernetes.dask.org", check=True)
+    kube.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        str(CRDS),
+        "-f",
+        str(CRDS / "dask-kubernetes"),
+        check=True,
+    )
+    kube.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/flowruns.daskflow.io",
+        "crd/daskclusters.kubernetes.dask.org",
+        check=True,
+    )
 
 
 def apply(kube: KubeCluster, doc: dict[str, Any] | str, namespace: str | None = None) -> str:
@@ -57,8 +72,9 @@ def apply(kube: KubeCluster, doc: dict[str, Any] | str, namespace: str | None = 
     return result.stdout
 
 
-def bind_rules(kube: KubeCluster, namespace: str, account: str, rule_file: str,
-               *, cluster: bool = False) -> None:
+def bind_rules(
+    kube: KubeCluster, namespace: str, account: str, rule_file: str, *, cluster: bool = False
+) -> None:
     """A Role (or ClusterRole) with the rules of ``rule_file``, bound to the account."""
     role_kind = "ClusterRole" if cluster else "Role"
     role_name = f"{account}-{rule_file}" + (f"-{namespace}" if cluster else "")
@@ -72,8 +88,7 @@ def bind_rules(kube: KubeCluster, namespace: str, account: str, rule_file: str,
         "apiVersion": "rbac.authorization.k8s.io/v1",
         "kind": "ClusterRoleBinding" if cluster else "RoleBinding",
         "metadata": {"name": role_name, **({} if cluster else {"namespace": namespace})},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind,
-                    "name": role_name},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role_name},
         "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
     }
     apply(kube, role)
@@ -90,8 +105,12 @@ def get_flowrun(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any] 
     return obj
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "condition",
-             interval: float = 0.3) -> Any:
+def wait_for(
+    predicate: Callable[[], Any],
+    timeout: float = 60.0,
+    what: str = "condition",
+    interval: float = 0.3,
+) -> Any:
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -102,9 +121,13 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, what: str = "c
     raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
 
 
-def wait_for_phase(kube: KubeCluster, namespace: str, name: str,
-                   phases: tuple[str, ...] = ("Succeeded", "Failed", "Cancelled"),
-                   timeout: float = 90.0) -> dict[str, Any]:
+def wait_for_phase(
+    kube: KubeCluster,
+    namespace: str,
+    name: str,
+    phases: tuple[str, ...] = ("Succeeded", "Failed", "Cancelled"),
+    timeout: float = 90.0,
+) -> dict[str, Any]:
     def reached() -> dict[str, Any] | None:
         obj = get_flowrun(kube, namespace, name)
         phase = ((obj or {}).get("status") or {}).get("phase")
@@ -132,12 +155,19 @@ class OperatorProcess:
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)
-        argv = [DASKFLOW, "operator", *self.args,
-                "--metrics-port", str(self.metrics_port),
-                "--health-port", str(self.health_port)]
+        argv = [
+            DASKFLOW,
+            "operator",
+            *self.args,
+            "--metrics-port",
+            str(self.metrics_port),
+            "--health-port",
+            str(self.health_port),
+        ]
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                     start_new_session=True)
+        self.proc = subprocess.Popen(
+            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
         wait_for(self.ready, 60, "the operator to be ready")
 
     def ready(self) -> bool:
@@ -174,19 +204,24 @@ class OperatorProcess:
                 self.kill()
         if self.proc is not None:
             # Whatever the operator started (LocalCluster workers) dies with its group.
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
-def prepare_operator_account(kube: KubeCluster, namespace: str,
-                             account: str = "daskflow-operator") -> Path:
+def prepare_operator_account(
+    kube: KubeCluster, namespace: str, account: str = "daskflow-operator"
+) -> Path:
     """The operator's ServiceAccount with exactly its rules, and the peering object."""
     kubeconfig = kube.service_account_kubeconfig(namespace, account)
     bind_rules(kube, namespace, account, "operator-rules")
-    apply(kube, {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
-                 "metadata": {"name": "daskflow", "namespace": namespace}})
+    apply(
+        kube,
+        {
+            "apiVersion": "kopf.dev/v1",
+            "kind": "KopfPeering",
+            "metadata": {"name": "daskflow", "namespace": namespace},
+        },
+    )
     return kubeconfig
 
 
@@ -204,8 +239,17 @@ def operator_running(
     kubeconfig = kubeconfig or prepare_operator_account(kube, namespace)
     op = OperatorProcess(
         kubeconfig,
-        ["--runner", runner, "--namespace", namespace, "--default-backend", backend,
-         "--status-interval", "0.5", *extra],
+        [
+            "--runner",
+            runner,
+            "--namespace",
+            namespace,
+            "--default-backend",
+            backend,
+            "--status-interval",
+            "0.5",
+            *extra,
+        ],
         kube.work_dir / f"operator-{namespace}.log",
     )
     op.start()

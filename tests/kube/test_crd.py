@@ -65,20 +65,38 @@ def test_valid_flowrun_is_accepted_with_printer_columns(crds: KubeCluster, names
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
-        (lambda d: d["spec"]["tasks"].append(copy.deepcopy(d["spec"]["tasks"][0])),
-         "Duplicate value"),
-        (lambda d: d["spec"]["tasks"][0].update(command=["true"]),
-         "set exactly one of call or command"),
+        (
+            lambda d: d["spec"]["tasks"].append(copy.deepcopy(d["spec"]["tasks"][0])),
+            "Duplicate value",
+        ),
+        (
+            lambda d: d["spec"]["tasks"][0].update(command=["true"]),
+            "set exactly one of call or command",
+        ),
         (lambda d: d["spec"]["tasks"][1].pop("command"), "set exactly one of call or command"),
         (lambda d: d["spec"]["tasks"][0].update(name="Not_A_Label"), "spec.tasks[0].name"),
         (lambda d: d["spec"]["tasks"][0].update(retries=-1), "spec.tasks[0].retries"),
         (lambda d: d["spec"]["tasks"][0].update(call="no colon"), "spec.tasks[0].call"),
         (lambda d: d["spec"].update(tasks=[]), "spec.tasks"),
-        (lambda d: d["spec"]["cluster"].update(backend="mesos") if "cluster" in d["spec"]
-         else d["spec"].update(cluster={"backend": "mesos"}), "spec.cluster.backend"),
+        (
+            lambda d: (
+                d["spec"]["cluster"].update(backend="mesos")
+                if "cluster" in d["spec"]
+                else d["spec"].update(cluster={"backend": "mesos"})
+            ),
+            "spec.cluster.backend",
+        ),
     ],
-    ids=["duplicate-names", "call-and-command", "neither", "bad-name", "negative-retries",
-         "bad-call", "no-tasks", "bad-backend"],
+    ids=[
+        "duplicate-names",
+        "call-and-command",
+        "neither",
+        "bad-name",
+        "negative-retries",
+        "bad-call",
+        "no-tasks",
+        "bad-backend",
+    ],
 )
 def test_bad_manifests_are_rejected_readably(
     crds: KubeCluster, namespace: str, mutate: Any, expected: str
@@ -93,8 +111,16 @@ def test_tasks_are_immutable_but_cancel_is_not(crds: KubeCluster, namespace: str
     changed = _flowrun("immutable")
     changed["spec"]["tasks"][1]["command"] = ["echo", "changed"]
     assert "spec.tasks is immutable" in _rejected(crds, changed, namespace)
-    result = crds.kubectl("patch", "fr", "immutable", "-n", namespace, "--type=merge",
-                          "-p", json.dumps({"spec": {"cancel": True}}))
+    result = crds.kubectl(
+        "patch",
+        "fr",
+        "immutable",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        json.dumps({"spec": {"cancel": True}}),
+    )
     assert result.returncode == 0, result.stderr
     assert get_flowrun(crds, namespace, "immutable")["spec"]["cancel"] is True  # type: ignore[index]
 
@@ -103,8 +129,17 @@ def test_terminal_phase_and_task_states_never_move(crds: KubeCluster, namespace:
     apply(crds, _flowrun("frozen"), namespace)
 
     def patch_status(status: dict[str, Any]) -> Any:
-        return crds.kubectl("patch", "fr", "frozen", "-n", namespace, "--subresource=status",
-                            "--type=merge", "-p", json.dumps({"status": status}))
+        return crds.kubectl(
+            "patch",
+            "fr",
+            "frozen",
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            json.dumps({"status": status}),
+        )
 
     ok = patch_status({"phase": "Running", "tasks": {"extract": {"state": "Succeeded"}}})
     assert ok.returncode == 0, ok.stderr
@@ -130,8 +165,17 @@ def test_status_fields_survive_schema_pruning(crds: KubeCluster, namespace: str)
     book.set_task_details("report", result=(True, {"rows": [1, 2]}))
     status = book.to_dict()
     apply(crds, _flowrun("pruning"), namespace)
-    result = crds.kubectl("patch", "fr", "pruning", "-n", namespace, "--subresource=status",
-                          "--type=merge", "-p", json.dumps({"status": status}))
+    result = crds.kubectl(
+        "patch",
+        "fr",
+        "pruning",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        json.dumps({"status": status}),
+    )
     assert result.returncode == 0, result.stderr
     stored = get_flowrun(crds, namespace, "pruning")["status"]  # type: ignore[index]
     assert stored == status

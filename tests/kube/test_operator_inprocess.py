@@ -45,8 +45,7 @@ def flowrun(name: str, tasks: list[dict[str, Any]], **spec: Any) -> dict[str, An
 
 def counting(name: str, marker: Path, **extra: Any) -> dict[str, Any]:
     """A command task that appends a line to ``marker`` each time it really runs."""
-    return {"name": name, "command": ["sh", "-c", f"echo {name} >> {marker}; echo {name}"],
-            **extra}
+    return {"name": name, "command": ["sh", "-c", f"echo {name} >> {marker}; echo {name}"], **extra}
 
 
 def runs_of(marker: Path, name: str) -> int:
@@ -83,7 +82,8 @@ def test_example_flowrun_succeeds_with_status_events_and_columns(
     status = obj["status"]
     assert status["phase"] == "Succeeded", status
     assert {n: t["state"] for n, t in status["tasks"].items()} == dict.fromkeys(
-        ["extract", "transform", "load", "report"], "Succeeded")
+        ["extract", "transform", "load", "report"], "Succeeded"
+    )
     assert status["tasks"]["transform"]["items"]["total"] == 12
     assert status["tasks"]["load"]["result"]["rows"] == 12 * 5000
     assert status["tasks"]["report"]["result"].startswith("loaded {")
@@ -98,8 +98,7 @@ def test_example_flowrun_succeeds_with_status_events_and_columns(
     assert {"Running", "Succeeded"} <= reasons
     # And the metrics moved
     assert sample(metrics, "daskflow_flowruns_total", namespace=namespace, phase="Succeeded") == 1
-    assert sample(metrics, "daskflow_task_runs_total", namespace=namespace,
-                  state="Succeeded") == 4
+    assert sample(metrics, "daskflow_task_runs_total", namespace=namespace, state="Succeeded") == 4
     assert sample(metrics, "daskflow_flowrun_duration_seconds_count", namespace=namespace) == 1
     assert sample(metrics, "daskflow_cluster_startup_seconds_count", backend="local") >= 1
 
@@ -107,10 +106,18 @@ def test_example_flowrun_succeeds_with_status_events_and_columns(
 def test_failures_and_retries_are_reflected(crds: KubeCluster, namespace: str) -> None:
     markers = crds.work_dir / f"{namespace}-flaky"
     tasks = [
-        {"name": "flaky", "call": "daskflow.examples.resilience:flaky",
-         "args": [str(markers), "flaky", 2], "retries": 3},
-        {"name": "broken", "call": "daskflow.examples.resilience:validate_quantity",
-         "args": [-1], "retries": 1},
+        {
+            "name": "flaky",
+            "call": "daskflow.examples.resilience:flaky",
+            "args": [str(markers), "flaky", 2],
+            "retries": 3,
+        },
+        {
+            "name": "broken",
+            "call": "daskflow.examples.resilience:validate_quantity",
+            "args": [-1],
+            "retries": 1,
+        },
         {"name": "after-broken", "command": ["echo", "$(tasks.broken.result)"]},
         {"name": "independent", "command": ["echo", "still runs"]},
     ]
@@ -134,15 +141,35 @@ def test_failures_and_retries_are_reflected(crds: KubeCluster, namespace: str) -
 
 
 def test_cancel_stops_running_tasks(crds: KubeCluster, namespace: str) -> None:
-    tasks = [{"name": "long", "command": ["sleep", "120"]},
-             {"name": "after", "command": ["echo", "$(tasks.long.result)"]}]
+    tasks = [
+        {"name": "long", "command": ["sleep", "120"]},
+        {"name": "after", "command": ["echo", "$(tasks.long.result)"]},
+    ]
     with operator_running(crds, namespace):
         apply(crds, flowrun("to-cancel", tasks), namespace)
-        wait_for(lambda: ((get_flowrun(crds, namespace, "to-cancel") or {}).get("status") or {})
-                 .get("tasks", {}).get("long", {}).get("state") == "Running", 60, "long to run")
+        wait_for(
+            lambda: (
+                ((get_flowrun(crds, namespace, "to-cancel") or {}).get("status") or {})
+                .get("tasks", {})
+                .get("long", {})
+                .get("state")
+                == "Running"
+            ),
+            60,
+            "long to run",
+        )
         asked = time.monotonic()
-        crds.kubectl("patch", "fr", "to-cancel", "-n", namespace, "--type=merge",
-                     "-p", '{"spec":{"cancel":true}}', check=True)
+        crds.kubectl(
+            "patch",
+            "fr",
+            "to-cancel",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec":{"cancel":true}}',
+            check=True,
+        )
         status = wait_for_phase(crds, namespace, "to-cancel", timeout=30)["status"]
         took = time.monotonic() - asked
     assert status["phase"] == "Cancelled"
@@ -161,24 +188,43 @@ def test_deadline_fails_the_run(crds: KubeCluster, namespace: str) -> None:
 
 def test_ttl_deletes_finished_flowruns(crds: KubeCluster, namespace: str) -> None:
     with operator_running(crds, namespace):
-        apply(crds, flowrun("short-lived", [{"name": "hi", "command": ["echo", "hi"]}],
-                            ttlSecondsAfterFinished=2), namespace)
-        wait_for(lambda: get_flowrun(crds, namespace, "short-lived") is None, 90,
-                 "the FlowRun to be deleted by its TTL")
+        apply(
+            crds,
+            flowrun(
+                "short-lived",
+                [{"name": "hi", "command": ["echo", "hi"]}],
+                ttlSecondsAfterFinished=2,
+            ),
+            namespace,
+        )
+        wait_for(
+            lambda: get_flowrun(crds, namespace, "short-lived") is None,
+            90,
+            "the FlowRun to be deleted by its TTL",
+        )
 
 
 def test_deleting_a_running_flowrun_cleans_up(crds: KubeCluster, namespace: str) -> None:
     with operator_running(crds, namespace):
-        apply(crds, flowrun("doomed", [{"name": "long", "command": ["sleep", "120"]}]),
-              namespace)
+        apply(crds, flowrun("doomed", [{"name": "long", "command": ["sleep", "120"]}]), namespace)
         obj = wait_for(lambda: get_flowrun(crds, namespace, "doomed"), 30, "the FlowRun")
-        wait_for(lambda: "daskflow.io/finalizer" in
-                 ((get_flowrun(crds, namespace, "doomed") or {}).get("metadata") or {})
-                 .get("finalizers", []), 60, "the finalizer")
+        wait_for(
+            lambda: (
+                "daskflow.io/finalizer"
+                in ((get_flowrun(crds, namespace, "doomed") or {}).get("metadata") or {}).get(
+                    "finalizers", []
+                )
+            ),
+            60,
+            "the finalizer",
+        )
         assert obj
         crds.kubectl("delete", "fr", "doomed", "-n", namespace, "--wait=false", check=True)
-        wait_for(lambda: get_flowrun(crds, namespace, "doomed") is None, 60,
-                 "the finalizer to be released")
+        wait_for(
+            lambda: get_flowrun(crds, namespace, "doomed") is None,
+            60,
+            "the finalizer to be released",
+        )
 
 
 def test_operator_killed_mid_run_successor_finishes_without_rerunning(
@@ -190,16 +236,27 @@ def test_operator_killed_mid_run_successor_finishes_without_rerunning(
         counting("first", marker),
         {**counting("second", marker), "dependsOn": ["first"]},
         # waits until the test opens the gate, so the kill lands mid-run
-        {"name": "wait", "dependsOn": ["second"],
-         "command": ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.2; done; echo open"]},
+        {
+            "name": "wait",
+            "dependsOn": ["second"],
+            "command": ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.2; done; echo open"],
+        },
         {**counting("last", marker), "dependsOn": ["wait"]},
     ]
     kubeconfig = prepare_operator_account(crds, namespace)
     with operator_running(crds, namespace, kubeconfig=kubeconfig) as op:
         apply(crds, flowrun("survivor", tasks), namespace)
-        wait_for(lambda: (((get_flowrun(crds, namespace, "survivor") or {}).get("status") or {})
-                          .get("tasks", {}).get("wait", {}).get("state") == "Running"),
-                 90, "the wait task to run")
+        wait_for(
+            lambda: (
+                ((get_flowrun(crds, namespace, "survivor") or {}).get("status") or {})
+                .get("tasks", {})
+                .get("wait", {})
+                .get("state")
+                == "Running"
+            ),
+            90,
+            "the wait task to run",
+        )
         # When the operator is SIGKILLed mid-run
         op.kill()
     gate.touch()
@@ -233,8 +290,10 @@ def test_finished_flowrun_is_never_run_again(crds: KubeCluster, namespace: str) 
 
 def test_invalid_graph_fails_with_a_clear_message(crds: KubeCluster, namespace: str) -> None:
     """What the schema cannot see (a cycle) fails the run with the validator's message."""
-    tasks = [{"name": "a", "command": ["echo", "$(tasks.b.result)"]},
-             {"name": "b", "command": ["echo", "$(tasks.a.result)"]}]
+    tasks = [
+        {"name": "a", "command": ["echo", "$(tasks.b.result)"]},
+        {"name": "b", "command": ["echo", "$(tasks.a.result)"]},
+    ]
     with operator_running(crds, namespace):
         apply(crds, flowrun("cyclic", tasks), namespace)
         status = wait_for_phase(crds, namespace, "cyclic")["status"]
@@ -246,9 +305,10 @@ def test_two_replicas_run_each_flowrun_once(crds: KubeCluster, namespace: str) -
     """kopf peering: the replica with the lower priority stays paused."""
     marker = crds.work_dir / f"{namespace}.runs"
     kubeconfig = prepare_operator_account(crds, namespace)
-    with operator_running(crds, namespace, kubeconfig=kubeconfig, extra=("--priority", "10")), \
-            operator_running(crds, namespace, kubeconfig=kubeconfig,
-                             extra=("--priority", "20")):
+    with (
+        operator_running(crds, namespace, kubeconfig=kubeconfig, extra=("--priority", "10")),
+        operator_running(crds, namespace, kubeconfig=kubeconfig, extra=("--priority", "20")),
+    ):
         time.sleep(2)  # let the peers see each other
         apply(crds, flowrun("peered", [counting("only", marker)]), namespace)
         status = wait_for_phase(crds, namespace, "peered")["status"]

@@ -51,27 +51,46 @@ def get(kube: KubeCluster, kind: str, namespace: str, name: str) -> dict[str, An
     return obj
 
 
-def children(kube: KubeCluster, namespace: str, name: str) -> tuple[str, dict[str, Any],
-                                                                    dict[str, Any] | None]:
+def children(
+    kube: KubeCluster, namespace: str, name: str
+) -> tuple[str, dict[str, Any], dict[str, Any] | None]:
     """The runner Job (waited for) and the DaskCluster (if any) of a FlowRun."""
-    status = wait_for(lambda: ((get_flowrun(kube, namespace, name) or {}).get("status") or {})
-                      .get("runner"), 60, "the runner to be recorded in status")
+    status = wait_for(
+        lambda: ((get_flowrun(kube, namespace, name) or {}).get("status") or {}).get("runner"),
+        60,
+        "the runner to be recorded in status",
+    )
     job = wait_for(lambda: get(kube, "jobs.batch", namespace, status["job"]), 30, "the Job")
-    cluster = (get(kube, "daskclusters.kubernetes.dask.org", namespace, status["cluster"])
-               if status.get("cluster") else None)
+    cluster = (
+        get(kube, "daskclusters.kubernetes.dask.org", namespace, status["cluster"])
+        if status.get("cluster")
+        else None
+    )
     return status["job"], job, cluster
 
 
-def runner_process(kube: KubeCluster, namespace: str, name: str, *extra: str,
-                   account: str = "daskflow-runner") -> subprocess.Popen[bytes]:
+def runner_process(
+    kube: KubeCluster, namespace: str, name: str, *extra: str, account: str = "daskflow-runner"
+) -> subprocess.Popen[bytes]:
     kubeconfig = kube.service_account_kubeconfig(namespace, account)
     bind_rules(kube, namespace, account, "runner-rules")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     return subprocess.Popen(
-        [DASKFLOW, "runner", "--namespace", namespace, "--name", name,
-         "--status-interval", "0.5", *extra],
-        env=env, start_new_session=True,
-        stdout=(kube.work_dir / f"runner-{namespace}.log").open("ab"), stderr=subprocess.STDOUT,
+        [
+            DASKFLOW,
+            "runner",
+            "--namespace",
+            namespace,
+            "--name",
+            name,
+            "--status-interval",
+            "0.5",
+            *extra,
+        ],
+        env=env,
+        start_new_session=True,
+        stdout=(kube.work_dir / f"runner-{namespace}.log").open("ab"),
+        stderr=subprocess.STDOUT,
     )
 
 
@@ -86,8 +105,16 @@ def assert_restricted(pod_spec: dict[str, Any]) -> None:
 
 def test_creates_runner_job_and_daskcluster_for_the_run(crds: KubeCluster, namespace: str) -> None:
     with operator_running(crds, namespace, runner="pod", backend="kubernetes"):
-        apply(crds, flowrun("pods", [{"name": "hi", "command": ["echo", "hi"]}],
-                            image=IMAGE, cluster={"workers": 3}), namespace)
+        apply(
+            crds,
+            flowrun(
+                "pods",
+                [{"name": "hi", "command": ["echo", "hi"]}],
+                image=IMAGE,
+                cluster={"workers": 3},
+            ),
+            namespace,
+        )
         job_name, job, cluster = children(crds, namespace, "pods")
         fr = get_flowrun(crds, namespace, "pods")
     assert fr is not None and cluster is not None
@@ -104,8 +131,14 @@ def test_creates_runner_job_and_daskcluster_for_the_run(crds: KubeCluster, names
     assert pod["serviceAccountName"] == "daskflow-runner"
     container = pod["containers"][0]
     assert container["image"] == IMAGE
-    assert container["command"] == ["daskflow", "runner", "--namespace", namespace,
-                                    "--name", "pods"]
+    assert container["command"] == [
+        "daskflow",
+        "runner",
+        "--namespace",
+        namespace,
+        "--name",
+        "pods",
+    ]
     env = {e["name"]: e["value"] for e in container["env"]}
     assert env["DASKFLOW_BACKEND"] == "kubernetes"
     assert env["DASKFLOW_SCHEDULER_ADDRESS"] == f"tcp://{job_name}-scheduler.{namespace}.svc:8786"
@@ -121,8 +154,13 @@ def test_creates_runner_job_and_daskcluster_for_the_run(crds: KubeCluster, names
 
 def test_service_account_comes_from_the_spec(crds: KubeCluster, namespace: str) -> None:
     with operator_running(crds, namespace, runner="pod", backend="local"):
-        apply(crds, flowrun("own-sa", [{"name": "hi", "command": ["echo", "hi"]}],
-                            serviceAccountName="etl-team"), namespace)
+        apply(
+            crds,
+            flowrun(
+                "own-sa", [{"name": "hi", "command": ["echo", "hi"]}], serviceAccountName="etl-team"
+            ),
+            namespace,
+        )
         _, job, cluster = children(crds, namespace, "own-sa")
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "etl-team"
     assert cluster is None  # the local backend runs Dask inside the runner pod
@@ -130,13 +168,15 @@ def test_service_account_comes_from_the_spec(crds: KubeCluster, namespace: str) 
 
 def test_operator_restart_leaves_children_untouched(crds: KubeCluster, namespace: str) -> None:
     kubeconfig = prepare_operator_account(crds, namespace)
-    with operator_running(crds, namespace, runner="pod", backend="kubernetes",
-                          kubeconfig=kubeconfig):
+    with operator_running(
+        crds, namespace, runner="pod", backend="kubernetes", kubeconfig=kubeconfig
+    ):
         apply(crds, flowrun("steady", [{"name": "hi", "command": ["echo", "hi"]}]), namespace)
         _, job, cluster = children(crds, namespace, "steady")
         before = get_flowrun(crds, namespace, "steady")
-    with operator_running(crds, namespace, runner="pod", backend="kubernetes",
-                          kubeconfig=kubeconfig):
+    with operator_running(
+        crds, namespace, runner="pod", backend="kubernetes", kubeconfig=kubeconfig
+    ):
         import time
 
         time.sleep(4)  # several supervision cycles
@@ -151,23 +191,33 @@ def test_operator_restart_leaves_children_untouched(crds: KubeCluster, namespace
 
 def test_cancel_removes_job_and_cluster(crds: KubeCluster, namespace: str) -> None:
     with operator_running(crds, namespace, runner="pod", backend="kubernetes"):
-        apply(crds, flowrun("stop-me", [{"name": "hi", "command": ["sleep", "100"]}]),
-              namespace)
+        apply(crds, flowrun("stop-me", [{"name": "hi", "command": ["sleep", "100"]}]), namespace)
         job_name, _, _ = children(crds, namespace, "stop-me")
-        crds.kubectl("patch", "fr", "stop-me", "-n", namespace, "--type=merge",
-                     "-p", '{"spec":{"cancel":true}}', check=True)
+        crds.kubectl(
+            "patch",
+            "fr",
+            "stop-me",
+            "-n",
+            namespace,
+            "--type=merge",
+            "-p",
+            '{"spec":{"cancel":true}}',
+            check=True,
+        )
         status = wait_for_phase(crds, namespace, "stop-me", timeout=30)["status"]
         wait_for(lambda: get(crds, "jobs.batch", namespace, job_name) is None, 30, "Job gone")
-        wait_for(lambda: get(crds, "daskclusters.kubernetes.dask.org", namespace, job_name)
-                 is None, 30, "DaskCluster gone")
+        wait_for(
+            lambda: get(crds, "daskclusters.kubernetes.dask.org", namespace, job_name) is None,
+            30,
+            "DaskCluster gone",
+        )
     assert (status["phase"], status["reason"]) == ("Cancelled", "Cancelled")
     assert status["tasks"]["hi"]["state"] == "Cancelled"
 
 
 def test_deletion_removes_job_and_cluster(crds: KubeCluster, namespace: str) -> None:
     with operator_running(crds, namespace, runner="pod", backend="kubernetes"):
-        apply(crds, flowrun("delete-me", [{"name": "hi", "command": ["sleep", "100"]}]),
-              namespace)
+        apply(crds, flowrun("delete-me", [{"name": "hi", "command": ["sleep", "100"]}]), namespace)
         job_name, _, _ = children(crds, namespace, "delete-me")
         crds.kubectl("delete", "fr", "delete-me", "-n", namespace, "--wait=false", check=True)
         wait_for(lambda: get_flowrun(crds, namespace, "delete-me") is None, 60, "FlowRun gone")
@@ -177,25 +227,49 @@ def test_deletion_removes_job_and_cluster(crds: KubeCluster, namespace: str) -> 
 
 def test_cluster_that_never_starts_fails_the_run(crds: KubeCluster, namespace: str) -> None:
     with operator_running(crds, namespace, runner="pod", backend="kubernetes"):
-        apply(crds, flowrun("no-cluster", [{"name": "hi", "command": ["echo", "hi"]}],
-                            cluster={"startupTimeoutSeconds": 2}), namespace)
+        apply(
+            crds,
+            flowrun(
+                "no-cluster",
+                [{"name": "hi", "command": ["echo", "hi"]}],
+                cluster={"startupTimeoutSeconds": 2},
+            ),
+            namespace,
+        )
         status = wait_for_phase(crds, namespace, "no-cluster", timeout=60)["status"]
         name = status["runner"]["cluster"]
-        wait_for(lambda: get(crds, "daskclusters.kubernetes.dask.org", namespace, name) is None,
-                 30, "the DaskCluster to be deleted")
+        wait_for(
+            lambda: get(crds, "daskclusters.kubernetes.dask.org", namespace, name) is None,
+            30,
+            "the DaskCluster to be deleted",
+        )
     assert (status["phase"], status["reason"]) == ("Failed", "ClusterStartTimeout")
 
 
 def test_runner_with_only_its_own_rules_drives_the_run(crds: KubeCluster, namespace: str) -> None:
     # Given the operator in pod mode has created the Job (no kubelet will start its pod)
     with operator_running(crds, namespace, runner="pod", backend="local"):
-        apply(crds, flowrun("by-runner", [
-            {"name": "numbers", "call": "daskflow.examples.resilience:identity",
-             "args": [[1, 2, 3]]},
-            {"name": "double", "map": "$(tasks.numbers.result)",
-             "call": "daskflow.examples.resilience:validate_quantity", "args": ["$(item)"]},
-            {"name": "say", "command": ["echo", "$(tasks.double.result)"]},
-        ]), namespace)
+        apply(
+            crds,
+            flowrun(
+                "by-runner",
+                [
+                    {
+                        "name": "numbers",
+                        "call": "daskflow.examples.resilience:identity",
+                        "args": [[1, 2, 3]],
+                    },
+                    {
+                        "name": "double",
+                        "map": "$(tasks.numbers.result)",
+                        "call": "daskflow.examples.resilience:validate_quantity",
+                        "args": ["$(item)"],
+                    },
+                    {"name": "say", "command": ["echo", "$(tasks.double.result)"]},
+                ],
+            ),
+            namespace,
+        )
         children(crds, namespace, "by-runner")
         # When the runner runs as the daskflow-runner ServiceAccount, as its pod would
         runner = runner_process(crds, namespace, "by-runner")
@@ -213,14 +287,29 @@ def dask_cluster(tmp_path: Path) -> Iterator[str]:
     address_file = tmp_path / "scheduler.json"
     bindir = Path(sys.executable).parent
     scheduler = subprocess.Popen(
-        [str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0",
-         "--no-dashboard", "--scheduler-file", str(address_file)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        [
+            str(bindir / "dask"),
+            "scheduler",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--scheduler-file",
+            str(address_file),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     wait_for(address_file.exists, 60, "the scheduler")
     address = json.loads(address_file.read_text())["address"]
     worker = subprocess.Popen(
         [str(bindir / "dask"), "worker", address, "--nthreads", "2", "--no-dashboard"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         yield address
     finally:
@@ -236,21 +325,40 @@ def test_lost_runner_is_replaced_without_rerunning_finished_tasks(
     gate = crds.work_dir / f"{namespace}.gate"
     big = "x" * 3000  # too big for status: only the published Dask dataset keeps it
     tasks = [
-        {**counting("first", marker), "command": ["sh", "-c", f"echo first >> {marker}; "
-                                                  f"echo {big}"]},
-        {"name": "wait", "dependsOn": ["first"],
-         "command": ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.2; done; echo open"]},
-        {"name": "size", "dependsOn": ["wait"], "command": ["sh", "-c",
-                                                           "echo -n '$(tasks.first.result)' | wc -c"]},
+        {
+            **counting("first", marker),
+            "command": ["sh", "-c", f"echo first >> {marker}; echo {big}"],
+        },
+        {
+            "name": "wait",
+            "dependsOn": ["first"],
+            "command": ["sh", "-c", f"while [ ! -e {gate} ]; do sleep 0.2; done; echo open"],
+        },
+        {
+            "name": "size",
+            "dependsOn": ["wait"],
+            "command": ["sh", "-c", "echo -n '$(tasks.first.result)' | wc -c"],
+        },
     ]
     with operator_running(crds, namespace, runner="pod", backend="kubernetes"):
-        apply(crds, flowrun("reattach", tasks,
-                            cluster={"backend": "address", "address": dask_cluster}), namespace)
+        apply(
+            crds,
+            flowrun("reattach", tasks, cluster={"backend": "address", "address": dask_cluster}),
+            namespace,
+        )
         children(crds, namespace, "reattach")
         first = runner_process(crds, namespace, "reattach")
-        wait_for(lambda: (((get_flowrun(crds, namespace, "reattach") or {}).get("status") or {})
-                          .get("tasks", {}).get("wait", {}).get("state") == "Running"),
-                 90, "the wait task to run")
+        wait_for(
+            lambda: (
+                ((get_flowrun(crds, namespace, "reattach") or {}).get("status") or {})
+                .get("tasks", {})
+                .get("wait", {})
+                .get("state")
+                == "Running"
+            ),
+            90,
+            "the wait task to run",
+        )
         # When the runner pod is lost (SIGKILL: nothing is cleaned up)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(10)
