@@ -38,7 +38,6 @@ writes ``benchmarks/results/operator-<label>.json``.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import datetime as dt
 import hashlib
@@ -75,8 +74,6 @@ from tests.kube.harness import (  # noqa: E402
     prepare_operator_account,
 )
 
-from daskflow.engine.flow import FlowEngine  # noqa: E402
-from daskflow.engine.local import dask_client  # noqa: E402
 from daskflow.model.validate import parse_flowrun  # noqa: E402
 
 GROUP, VERSION, PLURAL = "daskflow.io", "v1alpha1", "flowruns"
@@ -84,6 +81,7 @@ WORKERS, THREADS = 2, 1
 IMAGE = "registry.example/flows:1.0"  # pod mode only: never pulled, no kubelet runs
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 SCENARIOS = ("latency", "map", "patches", "status", "memory")
+LAST_APPLIED = "metadata.annotations[kubectl.kubernetes.io/last-applied-configuration]"
 
 
 def log(msg: str) -> None:
@@ -175,6 +173,7 @@ class Seen:
     phase: str | None
     status_changed: bool
     status_bytes: int
+    object_bytes: int
     runner: dict[str, Any]
 
 
@@ -188,6 +187,7 @@ class Watcher:
         self.events: list[Seen] = []
         self.latest: dict[str, dict[str, Any]] = {}
         self.largest: dict[str, tuple[int, dict[str, Any]]] = {}  # name -> (bytes, status)
+        self.largest_object: dict[str, tuple[int, dict[str, Any]]] = {}
         self._status_hash: dict[str, str] = {}
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -249,7 +249,10 @@ class Watcher:
         size = len(text.encode())
         if size > self.largest.get(name, (0, {}))[0]:
             self.largest[name] = (size, status)
-        seen = Seen(t, kind, name, rv, status.get("phase"), changed, size,
+        obj_size = len(compact(obj).encode())
+        if obj_size > self.largest_object.get(name, (0, {}))[0]:
+            self.largest_object[name] = (obj_size, obj)
+        seen = Seen(t, kind, name, rv, status.get("phase"), changed, size, obj_size,
                     dict(status.get("runner") or {}))
         with self._cond:
             self.events.append(seen)
@@ -276,6 +279,18 @@ class Watcher:
         return seen
 
 
+def object_parts(obj: dict[str, Any]) -> dict[str, int]:
+    """Compact JSON bytes of the big parts of an object."""
+    meta = obj.get("metadata") or {}
+    return {
+        "spec": len(compact(obj.get("spec") or {}).encode()),
+        "status": len(compact(obj.get("status") or {}).encode()),
+        "metadata.managedFields": len(compact(meta.get("managedFields") or []).encode()),
+        **{f"metadata.annotations[{k}]": len(v.encode())
+           for k, v in (meta.get("annotations") or {}).items()},
+    }
+
+
 def analyse(watcher: Watcher, name: str) -> dict[str, Any]:
     """What the watch saw of one finished FlowRun: phases, status patches, sizes."""
     evs = watcher.of(name)
@@ -294,6 +309,7 @@ def analyse(watcher: Watcher, name: str) -> dict[str, Any]:
         "metadata_only_updates": len(meta_only),
         "cluster_startup_s": done.runner.get("clusterStartupSeconds"),
         "largest_status_bytes": max((e.status_bytes for e in upto), default=0),
+        "largest_object_bytes": max((e.object_bytes for e in upto), default=0),
     }
     if running is not None:
         during = [e.t for e in patches if running.t <= e.t <= done.t]
@@ -432,19 +448,50 @@ def run_latency(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProces
     return out
 
 
-async def engine_alone(doc: dict[str, Any]) -> dict[str, Any]:
-    flow = parse_flowrun(doc)
+# The engine alone runs in a child started with ``python -c``: LocalCluster workers are
+# spawned (distributed's default), and a spawned child re-imports its parent's __main__ file,
+# which for this script means kubernetes, cryptography and the test harness: seconds of extra
+# cluster start on a busy 2-core machine that the operator (whose __main__ is the small
+# ``daskflow`` entry point) does not pay. ``-c`` has no file to re-import.
+ENGINE_CHILD = r"""
+import asyncio, json, sys, time
+from daskflow.engine.flow import FlowEngine
+from daskflow.engine.local import dask_client
+from daskflow.model.validate import parse_flowrun
+
+args = json.loads(sys.stdin.read())
+
+async def main():
+    flow = parse_flowrun(args["doc"])
     t0 = time.perf_counter()
-    async with dask_client(workers=WORKERS, threads_per_worker=THREADS,
-                           import_paths=[HERE]) as client:
+    async with dask_client(workers=args["workers"], threads_per_worker=args["threads"],
+                           import_paths=[args["path"]]) as client:
         t1 = time.perf_counter()
         status = await FlowEngine(flow, client).run()
         t2 = time.perf_counter()
-    if status["phase"] != "Succeeded":
-        raise RuntimeError(f"engine alone ended {status['phase']}: {status.get('message')}")
-    return {"total_s": round(t2 - t0, 3), "cluster_startup_s": round(t1 - t0, 3),
-            "after_cluster_up_s": round(t2 - t1, 3),
-            "result": status["tasks"]["reduce"].get("result")}
+    print(json.dumps({"total_s": round(t2 - t0, 3), "cluster_startup_s": round(t1 - t0, 3),
+                      "after_cluster_up_s": round(t2 - t1, 3), "phase": status["phase"],
+                      "message": status.get("message"),
+                      "result": status["tasks"]["reduce"].get("result")}))
+
+asyncio.run(main())
+"""
+
+
+def engine_alone(doc: dict[str, Any]) -> dict[str, Any]:
+    """``FlowEngine(flow, client).run()`` on a fresh ``dask_client(workers=2,
+    threads_per_worker=1)``, no status sink, in a fresh child process."""
+    parse_flowrun(doc)  # fail here, not in the child, on a bad manifest
+    payload = json.dumps({"doc": doc, "workers": WORKERS, "threads": THREADS, "path": str(HERE)})
+    proc = subprocess.run([sys.executable, "-c", ENGINE_CHILD], input=payload,
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    if proc.returncode != 0:
+        raise RuntimeError(f"engine child failed:\n{proc.stderr[-3000:]}")
+    out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    if out.pop("phase") != "Succeeded":
+        raise RuntimeError(f"engine alone did not succeed: {out.get('message')}")
+    out.pop("message")
+    return out
 
 
 def run_map(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
@@ -471,7 +518,7 @@ def run_map(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
                        "patches_per_s": a["patches_per_s"],
                        "largest_status_bytes": a["largest_status_bytes"]}
             else:
-                run = asyncio.run(engine_alone(map_flow(f"map-{items}-engine", items)))
+                run = engine_alone(map_flow(f"map-{items}-engine", items))
                 if run.pop("result") != expected:
                     raise RuntimeError("engine alone: wrong result")
             run.update(rep=rep, first=order[0] == side, load_before=load0, load_after=loadavg())
@@ -538,6 +585,11 @@ def run_status_size(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorPr
     obj = json.loads(got)
     status = obj["status"]
     kept = sum(1 for t in status["tasks"].values() if "result" in t)
+    # kubectl hides managedFields by default; the API server stores (and watches send) them
+    full = json.loads(kube.kubectl("get", "flowrun", name, "-n", ns, "-o", "json",
+                                   "--show-managed-fields", check=True).stdout)
+    parts = object_parts(full)
+    largest_obj = watcher.largest_object[name][1]
     a = analyse(watcher, name)
     largest_bytes, largest = watcher.largest[name]
     largest_kept = sum(1 for t in (largest.get("tasks") or {}).values() if "result" in t)
@@ -546,6 +598,11 @@ def run_status_size(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorPr
         "spec_bytes": len(compact(doc["spec"]).encode()),
         "apply_to_succeeded_s": round(a["t_done"] - t0, 3),
         "final_object_kubectl_json_bytes": len(got.encode()),
+        "final_object_compact_bytes": len(compact(obj).encode()),
+        "final_object_with_managed_fields_compact_bytes": len(compact(full).encode()),
+        "final_object_parts_compact_bytes": parts,
+        "largest_object_compact_bytes": a["largest_object_bytes"],
+        "largest_object_parts_compact_bytes": object_parts(largest_obj),
         "final_status_bytes": len(compact(status).encode()),
         "final_status_kubectl_json_bytes": len(json.dumps(status, indent=4).encode()),
         "final_results_kept": kept,
@@ -624,7 +681,11 @@ def run_memory(kube: KubeCluster, ns: str, status_interval: float, count: int, w
 
         watcher.wait(f"{count} FlowRuns to get a runner Job", all_pending, 600)
         t_pending = time.perf_counter()
-        first_status = [next(e.t for e in watcher.of(n) if e.runner) - t_create for n in names]
+        first_status = []  # per FlowRun: ADDED -> status with its runner Job recorded
+        for n in names:
+            evs = watcher.of(n)
+            added = next(e.t for e in evs if e.type == "ADDED")
+            first_status.append(next(e.t for e in evs if e.runner) - added)
         log(f"memory: {count} created in {t_created - t_create:.1f}s, all Pending with Job + "
             f"DaskCluster after {t_pending - t_create:.1f}s")
         jobs = custom.list_namespaced_custom_object("batch", "v1", ns, "jobs")["items"]
@@ -645,7 +706,7 @@ def run_memory(kube: KubeCluster, ns: str, status_interval: float, count: int, w
             "jobs": len(jobs), "daskclusters": len(clusters), "phases": phases,
             "create_s": round(t_created - t_create, 2),
             "all_pending_after_s": round(t_pending - t_create, 2),
-            "first_status_after_create_s": spread(first_status),
+            "added_to_pending_status_s": spread(first_status),
             "window_s": round(elapsed, 1),
             "rss_mib": spread([s["rss_mib"] for s in busy]),
             "rss_first_mib": busy[0]["rss_mib"], "rss_last_mib": busy[-1]["rss_mib"],
@@ -762,6 +823,12 @@ def print_table(report: dict[str, Any]) -> None:
              f"{x['final_status_bytes']} / {x['final_status_kubectl_json_bytes']}", load),
             ("  final object (kubectl get -o json), bytes",
              f"{x['final_object_kubectl_json_bytes']}", load),
+            ("  final managedFields / last-applied annotation, compact bytes",
+             f"{x['final_object_parts_compact_bytes'].get('metadata.managedFields', 0)} / "
+             f"{x['final_object_parts_compact_bytes'].get(LAST_APPLIED, 0)}", load),
+            ("  largest object on the watch, compact bytes (of which managedFields)",
+             f"{x['largest_object_compact_bytes']} "
+             f"({x['largest_object_parts_compact_bytes']['metadata.managedFields']})", load),
             ("  results kept in final status; truncated",
              f"{x['final_results_kept']}/{x['tasks']}; {x['final_truncated']}", load),
             ("  apply -> Succeeded, s", f"{x['apply_to_succeeded_s']:.2f}", load),
@@ -778,6 +845,10 @@ def print_table(report: dict[str, Any]) -> None:
              f"{i['cpu_percent']} / {b['cpu_percent']}", ""),
             (f"  all {x['flowruns']} with Job+DaskCluster+status after, s",
              f"{b['all_pending_after_s']}", ""),
+            ("  API requests/s meanwhile (all clients)",
+             ", ".join(f"{k} {v:g}" for k, v in b["api_requests_per_s"].items()), ""),
+            ("  kube-apiserver / etcd CPU meanwhile, %",
+             " / ".join(str(v) for v in b["control_plane_cpu_percent"].values()), ""),
             ("  operator RSS after deleting them, MiB", fmt(x["after_delete"]["rss_mib"]),
              f"{x['after_delete']['load'][0]:.2f}"),
         ]

@@ -172,6 +172,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         defaults=defaults,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
+        bind_address=args.bind_address,
         peering=None if args.standalone else args.peering,
         priority=args.priority,
         kubeconfig=args.kubeconfig,
@@ -257,6 +258,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--status-interval", type=float, default=1.0)
     op.add_argument("--metrics-port", type=int, default=9090)
     op.add_argument("--health-port", type=int, default=8080)
+    op.add_argument(
+        "--bind-address", default="0.0.0.0", help="address of the metrics and health servers"
+    )
     op.add_argument("--peering", default="daskflow")
     op.add_argument("--priority", type=int, help="peering priority (default: random)")
     op.add_argument("--standalone", action="store_true", help="no peering (one replica only)")

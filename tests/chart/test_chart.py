@@ -1203,7 +1203,9 @@ def test_operator_and_controller_run_under_the_chart_accounts(
     operator_kubeconfig = cluster.service_account_kubeconfig(rel.namespace, rel.operator_sa)
     operators = [
         LoopbackOperator(
-            operator_kubeconfig, op_args[1:], cluster.work_dir / f"chart-op-{rel.name}-{i}.log"
+            operator_kubeconfig,
+            [*op_args[1:], "--log-level=debug"],
+            cluster.work_dir / f"chart-op-{rel.name}-{i}.log",
         )
         for i in range(2)
     ]
@@ -1241,7 +1243,7 @@ def test_operator_and_controller_run_under_the_chart_accounts(
                 "one operator replica to stand by",
             )
         except AssertionError as err:
-            tails = "\n----\n".join(op.log_tail(150) for op in operators)
+            tails = "\n----\n".join(op.log_tail(400) for op in operators)
             raise AssertionError(f"{err}\n{tails}") from err
         assert len(paused) == 1, [op.log_tail() for op in operators]
         kubectl_ok(cluster, "apply", "-f", "-", input=yaml.safe_dump(flowrun))
@@ -1314,7 +1316,7 @@ def test_operator_and_controller_run_under_the_chart_accounts(
         denied = [
             line
             for line in log.read_text(errors="replace").splitlines()
-            if re.search(r"forbidden|403|not enough permissions", line, re.I)
+            if re.search(r"forbidden|status=403|HTTP/1\.1 403|not enough permissions", line, re.I)
         ]
         assert not denied, f"{log.name}:\n" + "\n".join(denied[:20])
 

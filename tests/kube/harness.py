@@ -163,6 +163,8 @@ class OperatorProcess:
             str(self.metrics_port),
             "--health-port",
             str(self.health_port),
+            "--bind-address",
+            "127.0.0.1",
         ]
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(

@@ -403,6 +403,8 @@ def test_no_flowrun_name_or_uid_in_any_label(observed: Observed) -> None:
     forbidden = names | uids
 
     def check(metric: str, labels: dict[str, str]) -> None:
+        if metric.startswith("python_"):  # interpreter and GC collectors: fixed label sets
+            return
         extra = set(labels) - ALLOWED_LABELS - {"__name__"}
         assert not extra, f"{metric} has unexpected labels {extra}"
         for key, val in labels.items():
@@ -455,15 +457,6 @@ def test_alert_rules_evaluate_cleanly_on_real_data(observed: Observed) -> None:
     }, active
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="daskflow.kube.metrics creates a histogram's labelled series only at its first "
-    "observation, so rate()/increase() never see that observation; ensure_namespace() "
-    "should create daskflow_flowrun_duration_seconds{namespace,phase} and "
-    "daskflow_task_duration_seconds{namespace} (and __init__ "
-    "daskflow_cluster_startup_seconds{backend}) at zero, as it does for the counters",
-)
 def test_first_observation_of_a_histogram_is_visible(observed: Observed) -> None:
     # The only Failed run of the namespace: the counter (created at zero) shows it...
     ns, prom = observed.namespace, observed.prometheus
@@ -476,14 +469,6 @@ def test_first_observation_of_a_histogram_is_visible(observed: Observed) -> None
     assert timed > 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="daskflow_flowruns_overdue is recomputed only when a FlowRun event arrives: "
-    "FlowRunMetrics.tick() runs from a kopf probe, and kopf runs probes only when "
-    "kopf.operator() serves a liveness endpoint, which run_operator() does not. A run that "
-    "goes silent is never counted as overdue, so DaskflowFlowRunOverdue cannot fire",
-)
 def test_overdue_gauge_counts_a_silent_run_past_its_deadline(kube: KubeCluster) -> None:
     """Pod mode, and a runner that reported Running once and then went silent (no kubelet
     runs the runner Job here, so the test writes that status itself)."""

@@ -11,7 +11,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+)
 
 from ..model.states import Phase, TaskState
 from ..model.status import parse_time
@@ -20,6 +28,14 @@ DURATION_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 2160
 TASK_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 STARTUP_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 ERROR_REASONS = ("api", "cluster", "runner", "internal")
+BACKENDS = ("kubernetes", "local", "address")
+# Runs ended by the operator itself, by why: infrastructure, not the user's tasks.
+ENDED_BY_REASON = {
+    "ClusterStartTimeout": "cluster",
+    "ClusterUnavailable": "cluster",
+    "RunnerFailed": "runner",
+    "RunnerLost": "runner",
+}
 
 
 class FlowRunMetrics:
@@ -94,6 +110,10 @@ class FlowRunMetrics:
         )
         for reason in ERROR_REASONS:
             self.reconcile_errors_total.labels(reason)
+        for backend in BACKENDS:
+            self.cluster_startup.labels(backend)
+        for collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+            self.registry.register(collector)
         self._seen: dict[str, tuple[str, dict[str, Any]]] = {}  # uid -> (namespace, status)
         self._live: dict[str, tuple[str, int, float | None]] = {}  # uid -> ns, workers, deadline
         self._namespaces: set[str] = set()
@@ -109,6 +129,9 @@ class FlowRunMetrics:
             if state.terminal:
                 self.task_runs_total.labels(namespace, str(state))
         self.task_retries_total.labels(namespace)
+        for phase in (Phase.SUCCEEDED, Phase.FAILED, Phase.CANCELLED):
+            self.flowrun_duration.labels(namespace, str(phase))
+        self.task_duration.labels(namespace)
         self.flowruns_running.labels(namespace)
         self.flowruns_overdue.labels(namespace)
         self.cluster_workers.labels(namespace)
@@ -145,6 +168,9 @@ class FlowRunMetrics:
         phase = Phase(status.get("phase") or Phase.PENDING)
         if phase.terminal and old.get("phase") != phase and counts(status.get("completionTime")):
             self.flowruns_total.labels(namespace, str(phase)).inc()
+            infrastructure = ENDED_BY_REASON.get(str(status.get("reason")))
+            if infrastructure:
+                self.reconcile_errors_total.labels(infrastructure).inc()
             if status.get("startTime") and status.get("completionTime"):
                 seconds = (
                     parse_time(status["completionTime"]) - parse_time(status["startTime"])
