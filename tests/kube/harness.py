@@ -137,6 +137,16 @@ def wait_for_phase(
     return found
 
 
+def wait_for_task_state(
+    kube: KubeCluster, namespace: str, name: str, task: str, state: str, timeout: float = 60.0
+) -> None:
+    def reached() -> bool:
+        status = (get_flowrun(kube, namespace, name) or {}).get("status") or {}
+        return bool((status.get("tasks") or {}).get(task, {}).get("state") == state)
+
+    wait_for(reached, timeout, f"task {task} of {name} to be {state}")
+
+
 class OperatorProcess:
     """``daskflow operator`` as a subprocess, authenticated as its ServiceAccount."""
 

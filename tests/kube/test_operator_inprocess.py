@@ -25,6 +25,7 @@ from tests.kube.harness import (
     prepare_operator_account,
     wait_for,
     wait_for_phase,
+    wait_for_task_state,
 )
 
 
@@ -147,17 +148,7 @@ def test_cancel_stops_running_tasks(crds: KubeCluster, namespace: str) -> None:
     ]
     with operator_running(crds, namespace):
         apply(crds, flowrun("to-cancel", tasks), namespace)
-        wait_for(
-            lambda: (
-                ((get_flowrun(crds, namespace, "to-cancel") or {}).get("status") or {})
-                .get("tasks", {})
-                .get("long", {})
-                .get("state")
-                == "Running"
-            ),
-            60,
-            "long to run",
-        )
+        wait_for_task_state(crds, namespace, "to-cancel", "long", "Running", 60)
         asked = time.monotonic()
         crds.kubectl(
             "patch",
@@ -246,17 +237,7 @@ def test_operator_killed_mid_run_successor_finishes_without_rerunning(
     kubeconfig = prepare_operator_account(crds, namespace)
     with operator_running(crds, namespace, kubeconfig=kubeconfig) as op:
         apply(crds, flowrun("survivor", tasks), namespace)
-        wait_for(
-            lambda: (
-                ((get_flowrun(crds, namespace, "survivor") or {}).get("status") or {})
-                .get("tasks", {})
-                .get("wait", {})
-                .get("state")
-                == "Running"
-            ),
-            90,
-            "the wait task to run",
-        )
+        wait_for_task_state(crds, namespace, "survivor", "wait", "Running", 90)
         # When the operator is SIGKILLed mid-run
         op.kill()
     gate.touch()

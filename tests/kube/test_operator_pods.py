@@ -30,6 +30,7 @@ from tests.kube.harness import (
     prepare_operator_account,
     wait_for,
     wait_for_phase,
+    wait_for_task_state,
 )
 from tests.kube.test_operator_inprocess import counting, flowrun, runs_of
 
@@ -348,17 +349,7 @@ def test_lost_runner_is_replaced_without_rerunning_finished_tasks(
         )
         children(crds, namespace, "reattach")
         first = runner_process(crds, namespace, "reattach")
-        wait_for(
-            lambda: (
-                ((get_flowrun(crds, namespace, "reattach") or {}).get("status") or {})
-                .get("tasks", {})
-                .get("wait", {})
-                .get("state")
-                == "Running"
-            ),
-            90,
-            "the wait task to run",
-        )
+        wait_for_task_state(crds, namespace, "reattach", "wait", "Running", 90)
         # When the runner pod is lost (SIGKILL: nothing is cleaned up)
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(10)

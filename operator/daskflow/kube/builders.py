@@ -66,6 +66,16 @@ def owner_reference(flow: FlowRun) -> dict[str, Any]:
     }
 
 
+def child_metadata(flow: FlowRun, name: str, labels: dict[str, str]) -> dict[str, Any]:
+    """Metadata of a FlowRun's child: in its namespace, labelled, owned by it."""
+    return {
+        "name": name,
+        "namespace": flow.namespace,
+        "labels": labels,
+        "ownerReferences": [owner_reference(flow)],
+    }
+
+
 def is_owned_by(obj: dict[str, Any], flow: FlowRun) -> bool:
     """Whether an existing object is this FlowRun's child (adopt it) or a stranger's."""
     refs = obj.get("metadata", {}).get("ownerReferences") or []
@@ -170,12 +180,7 @@ def build_dask_cluster_spec(
     return {
         "apiVersion": f"{DASK_GROUP}/{DASK_VERSION}",
         "kind": "DaskCluster",
-        "metadata": {
-            "name": name,
-            "namespace": flow.namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(flow)],
-        },
+        "metadata": child_metadata(flow, name, labels),
         "spec": {
             "idleTimeout": 0,
             "worker": {
@@ -225,12 +230,7 @@ def build_dask_autoscaler_spec(flow: FlowRun, cluster_name: str) -> dict[str, An
     return {
         "apiVersion": f"{DASK_GROUP}/{DASK_VERSION}",
         "kind": "DaskAutoscaler",
-        "metadata": {
-            "name": cluster_name,
-            "namespace": flow.namespace,
-            "labels": flowrun_labels(flow, "dask"),
-            "ownerReferences": [owner_reference(flow)],
-        },
+        "metadata": child_metadata(flow, cluster_name, flowrun_labels(flow, "dask")),
         "spec": {"cluster": cluster_name, "minimum": adaptive.minimum, "maximum": adaptive.maximum},
     }
 
@@ -261,12 +261,7 @@ def build_runner_job(flow: FlowRun, defaults: OperatorDefaults, backend: str) ->
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            "name": name,
-            "namespace": flow.namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(flow)],
-        },
+        "metadata": child_metadata(flow, name, labels),
         "spec": {
             "backoffLimit": defaults.runner_backoff_limit,
             "template": {
