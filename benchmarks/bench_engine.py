@@ -56,11 +56,11 @@ ROOT = HERE.parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-import bench_tasks  # noqa: E402
 import dask  # noqa: E402
 import distributed  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
+import bench_tasks  # noqa: E402
 from daskflow.engine.flow import FlowEngine  # noqa: E402
 from daskflow.model.validate import parse_flowrun  # noqa: E402
 
@@ -71,16 +71,14 @@ TARGET_RATIO = 1.25
 
 # -- the cluster -----------------------------------------------------------------------
 def _cluster_kwargs() -> dict[str, Any]:
-    pythonpath = os.pathsep.join(
-        p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
-    )
+    pythonpath = os.pathsep.join(p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
     return {
         "n_workers": WORKERS,
         "threads_per_worker": THREADS,
         "processes": True,
-        "dashboard_address": None,
+        "dashboard_address": ":0",  # no fixed port: other clusters may run on this machine
         "worker_dashboard_address": None,
-        "silence_logs": logging.ERROR,
+        "silence_logs": logging.CRITICAL,  # shutdown chatter; results are checked instead
         "env": {"PYTHONPATH": pythonpath},
     }
 
@@ -92,6 +90,15 @@ def serve_cluster() -> None:
         sys.stdin.read()
 
 
+def _start_cluster_process() -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, __file__, "--serve-cluster"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+
+
 @contextlib.asynccontextmanager
 async def cluster_client(mode: str) -> AsyncIterator[Client]:
     if mode == "inprocess":
@@ -101,12 +108,7 @@ async def cluster_client(mode: str) -> AsyncIterator[Client]:
         ):
             yield client
         return
-    proc = subprocess.Popen(
-        [sys.executable, __file__, "--serve-cluster"],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-    )
+    proc = _start_cluster_process()
     try:
         assert proc.stdout is not None
         address = (await asyncio.to_thread(proc.stdout.readline)).strip()
@@ -123,10 +125,10 @@ async def cluster_client(mode: str) -> AsyncIterator[Client]:
             proc.kill()
 
 
-async def settle(client: Client, timeout: float = 30.0) -> None:
+async def settle(client: Client, limit: float = 30.0) -> None:
     """Wait until the scheduler has forgotten every key (the previous run is released)."""
     gc.collect()
-    end = time.monotonic() + timeout
+    end = time.monotonic() + limit
     while time.monotonic() < end:
         if await client.run_on_scheduler(bench_tasks.scheduler_task_count) == 0:
             return
@@ -160,7 +162,11 @@ def chain_manifest(length: int) -> dict[str, Any]:
     tasks: list[dict[str, Any]] = [{"name": "t000", "call": "bench_tasks:inc", "args": [0]}]
     for i in range(1, length):
         tasks.append(
-            {"name": f"t{i:03d}", "call": "bench_tasks:inc", "args": [f"$(tasks.t{i - 1:03d}.result)"]}
+            {
+                "name": f"t{i:03d}",
+                "call": "bench_tasks:inc",
+                "args": [f"$(tasks.t{i - 1:03d}.result)"],
+            }
         )
     return {
         "apiVersion": "daskflow.io/v1alpha1",
@@ -189,8 +195,14 @@ async def raw_chain(client: Client, length: int) -> int:
 
 
 class Scenario:
-    def __init__(self, name: str, manifest: dict[str, Any], final_task: str, expected: int,
-                 raw: Callable[[Client], Awaitable[int]]) -> None:
+    def __init__(
+        self,
+        name: str,
+        manifest: dict[str, Any],
+        final_task: str,
+        expected: int,
+        raw: Callable[[Client], Awaitable[int]],
+    ) -> None:
         self.name, self.final_task, self.expected, self.raw = name, final_task, expected, raw
         self.flow = parse_flowrun(manifest)
         self.tasks = len(manifest["spec"]["tasks"])
@@ -199,11 +211,25 @@ class Scenario:
 def scenarios(sizes: list[int], chain: int) -> list[Scenario]:
     out = []
     for n in sizes:
-        out.append(Scenario(f"fanout-{n}", fanout_manifest(n), "reduce", n * (n + 1) // 2,
-                            lambda c, n=n: raw_fanout(c, n)))
+        out.append(
+            Scenario(
+                f"fanout-{n}",
+                fanout_manifest(n),
+                "reduce",
+                n * (n + 1) // 2,
+                lambda c, n=n: raw_fanout(c, n),
+            )
+        )
     if chain > 0:
-        out.append(Scenario(f"chain-{chain}", chain_manifest(chain), f"t{chain - 1:03d}", chain,
-                            lambda c: raw_chain(c, chain)))
+        out.append(
+            Scenario(
+                f"chain-{chain}",
+                chain_manifest(chain),
+                f"t{chain - 1:03d}",
+                chain,
+                lambda c: raw_chain(c, chain),
+            )
+        )
     return out
 
 
@@ -217,8 +243,10 @@ async def run_engine(client: Client, sc: Scenario) -> dict[str, Any]:
     status = await FlowEngine(sc.flow, client, on_status=on_status, status_interval=1.0).run()
     result = status["tasks"][sc.final_task].get("result")
     if status["phase"] != "Succeeded" or result != sc.expected:
-        raise RuntimeError(f"{sc.name}: engine run ended {status['phase']} with {result!r}: "
-                           f"{status.get('message')}")
+        raise RuntimeError(
+            f"{sc.name}: engine run ended {status['phase']} with {result!r}: "
+            f"{status.get('message')}"
+        )
     return {"deliveries": deliveries}
 
 
@@ -233,8 +261,9 @@ async def run_raw(client: Client, sc: Scenario) -> dict[str, Any]:
 async def measure(client: Client, side: str, sc: Scenario, sched_separate: bool) -> dict[str, Any]:
     await settle(client)
     workers_before = await client.run(bench_tasks.cpu_time)
-    sched_before = (await client.run_on_scheduler(bench_tasks.scheduler_cpu_time)
-                    if sched_separate else None)
+    sched_before = (
+        await client.run_on_scheduler(bench_tasks.scheduler_cpu_time) if sched_separate else None
+    )
     load_before = os.getloadavg()[0]
     cpu0, t0 = time.process_time(), time.perf_counter()
     extra = await (run_engine if side == "engine" else run_raw)(client, sc)
@@ -260,6 +289,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         values = [r[key] for r in runs if key in r]
         if values:
             out[f"median_{key}"] = round(statistics.median(values), 4)
+    out["min_wall"] = min(r["wall"] for r in runs)
     out["median_load1"] = round(statistics.median(x for r in runs for x in r["load1"]), 2)
     return out
 
@@ -267,7 +297,6 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
 async def profile_engine(client: Client, sc: Scenario, directory: Path, profiler: str) -> str:
     """Run the engine side once more under a profiler; returns the profile's path."""
     await settle(client)
-    directory.mkdir(parents=True, exist_ok=True)
     if profiler == "pyinstrument":  # optional: pip install pyinstrument
         from pyinstrument import Profiler
 
@@ -301,31 +330,53 @@ def _engine_fingerprint() -> dict[str, str]:
         with contextlib.suppress(OSError):
             out[rel] = hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()[:12]
     with contextlib.suppress(Exception):
-        out["git_head"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                         capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "operator/"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        out["git_head"] = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "operator/"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         out["engine_tree_dirty"] = "yes" if dirty else "no"
     return out
 
 
 def print_table(results: dict[str, Any]) -> None:
-    head = (f"{'scenario':<14} {'tasks':>7} {'engine s':>9} {'raw s':>8} {'ratio':>6} "
-            f"{'eng cpu s':>9} {'raw cpu s':>9} {'wrk cpu e/r':>13} {'load1':>6}")
+    sched = any("median_scheduler_cpu" in r["engine"] for r in results.values())
+    head = (
+        f"{'scenario':<13} {'tasks':>6} {'engine s':>9} {'raw s':>8} {'ratio':>6} {'(min)':>6} "
+        f"{'cpu e/r s':>13} {'sched e/r s':>13} " * 1 + f"{'workers e/r s':>13} {'load1':>5}"
+    )
+    if not sched:
+        head = head.replace(f"{'sched e/r s':>13} ", "")
     print(head)
     print("-" * len(head))
     for name, r in results.items():
         e, w = r["engine"], r["raw"]
-        print(f"{name:<14} {r['dask_tasks']:>7} {e['median_wall']:>9.3f} {w['median_wall']:>8.3f} "
-              f"{r['ratio']:>6.2f} {e['median_client_cpu']:>9.3f} {w['median_client_cpu']:>9.3f} "
-              f"{e['median_workers_cpu']:>6.2f}/{w['median_workers_cpu']:<6.2f} "
-              f"{r['median_load1']:>6.2f}")
-    print(f"ratio = median engine wall / median raw wall (target <= {TARGET_RATIO}); "
-          "cpu = this process (client, plus the scheduler with --cluster inprocess); "
-          "load1 = median 1-min load average around the runs")
+        line = (
+            f"{name:<13} {r['dask_tasks']:>6} {e['median_wall']:>9.3f} {w['median_wall']:>8.3f} "
+            f"{r['ratio']:>6.2f} {r['ratio_of_minima']:>6.2f} "
+            f"{e['median_client_cpu']:>6.2f}/{w['median_client_cpu']:<6.2f} "
+        )
+        if sched:
+            line += f"{e['median_scheduler_cpu']:>6.2f}/{w['median_scheduler_cpu']:<6.2f} "
+        line += f"{e['median_workers_cpu']:>6.2f}/{w['median_workers_cpu']:<6.2f} "
+        print(line + f"{r['median_load1']:>5.2f}")
+    print(
+        f"ratio = median engine wall / median raw wall (target <= {TARGET_RATIO}); (min) = the "
+        "same with the fastest run of each side; cpu = CPU seconds of this process (the client; "
+        "with --cluster inprocess also the scheduler); load1 = median 1-min load average "
+        "around the runs"
+    )
 
 
-async def main(args: argparse.Namespace) -> int:
+async def main(args: argparse.Namespace) -> dict[str, Any]:
+    """Run every scenario on one cluster; returns the report."""
     scs = scenarios(args.sizes, args.chain)
     started = dt.datetime.now(dt.UTC)
     results: dict[str, Any] = {}
@@ -344,26 +395,35 @@ async def main(args: argparse.Namespace) -> int:
                     run = await measure(client, side, sc, sched_separate)
                     run["rep"], run["first"] = rep, order[0] == side
                     sides[side].append(run)
-                    print(f"  {sc.name:<14} rep {rep} {side:<6} wall {run['wall']:7.3f}s "
-                          f"cpu {run['client_cpu']:6.3f}s load1 {run['load1'][0]:.2f}",
-                          file=sys.stderr, flush=True)
+                    print(
+                        f"  {sc.name:<14} rep {rep} {side:<6} wall {run['wall']:7.3f}s "
+                        f"cpu {run['client_cpu']:6.3f}s load1 {run['load1'][0]:.2f}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
             engine, raw = summarize(sides["engine"]), summarize(sides["raw"])
-            dask_tasks = (sc.tasks + int(sc.name.split("-")[1]) - 1
-                          if sc.name.startswith("fanout") else sc.tasks)
+            dask_tasks = (
+                sc.tasks + int(sc.name.split("-")[1]) - 1
+                if sc.name.startswith("fanout")
+                else sc.tasks
+            )
             results[sc.name] = {
                 "dask_tasks": dask_tasks,
                 "engine": engine,
                 "raw": raw,
                 "ratio": round(engine["median_wall"] / raw["median_wall"], 3),
+                "ratio_of_minima": round(engine["min_wall"] / raw["min_wall"], 3),
                 "cpu_ratio": round(engine["median_client_cpu"] / raw["median_client_cpu"], 3),
-                "median_load1": round(statistics.median(
-                    x for r in sides["engine"] + sides["raw"] for x in r["load1"]), 2),
+                "median_load1": round(
+                    statistics.median(
+                        x for r in sides["engine"] + sides["raw"] for x in r["load1"]
+                    ),
+                    2,
+                ),
             }
         if args.profile:
             for sc in scs:
-                profiles.append(
-                    await profile_engine(client, sc, Path(args.profile), args.profiler)
-                )
+                profiles.append(await profile_engine(client, sc, Path(args.profile), args.profiler))
     report = {
         "label": args.label,
         "started": started.isoformat(timespec="seconds"),
@@ -374,8 +434,12 @@ async def main(args: argparse.Namespace) -> int:
             "distributed": distributed.__version__,
             "dask": dask.__version__,
         },
-        "cluster": {"mode": args.cluster, "workers": WORKERS, "threads_per_worker": THREADS,
-                    "processes": True},
+        "cluster": {
+            "mode": args.cluster,
+            "workers": WORKERS,
+            "threads_per_worker": THREADS,
+            "processes": True,
+        },
         "engine_code": _engine_fingerprint(),
         "repeat": args.repeat,
         "warmup": args.warmup,
@@ -383,32 +447,53 @@ async def main(args: argparse.Namespace) -> int:
         "scenarios": results,
         "profiles": profiles,
     }
+    return report
+
+
+def write_report(report: dict[str, Any]) -> None:
     out_dir = HERE / "results"
     out_dir.mkdir(exist_ok=True)
-    path = out_dir / f"engine-{args.label}.json"
+    path = out_dir / f"engine-{report['label']}.json"
     path.write_text(json.dumps(report, indent=1) + "\n")
     print()
-    print_table(results)
+    print_table(report["scenarios"])
     print(f"\nwrote {path.relative_to(ROOT)}")
-    return 0
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--repeat", "-R", type=int, default=3, help="timed runs per side (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per side first (default 1)")
-    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",") if x],
-                   default=[1000, 10000], help="fan-out widths, comma-separated (1000,10000)")
+    p.add_argument(
+        "--sizes",
+        type=lambda s: [int(x) for x in s.split(",") if x],
+        default=[1000, 10000],
+        help="fan-out widths, comma-separated (1000,10000)",
+    )
     p.add_argument("--chain", type=int, default=50, help="chain length; 0 to skip (default 50)")
-    p.add_argument("--cluster", choices=("inprocess", "subprocess"), default="inprocess",
-                   help="scheduler in this process (as under `daskflow run`, default) or in a "
-                        "child process (separates client CPU from scheduler CPU)")
-    p.add_argument("--label", default=platform.node() or "local",
-                   help="names the results file engine-<label>.json")
-    p.add_argument("--profile", metavar="DIR",
-                   help="after timing, profile the engine side once per scenario into DIR")
-    p.add_argument("--profiler", choices=("cprofile", "pyinstrument"), default="cprofile",
-                   help="cprofile (stdlib, default) or pyinstrument (if installed)")
+    p.add_argument(
+        "--cluster",
+        choices=("inprocess", "subprocess"),
+        default="inprocess",
+        help="scheduler in this process (as under `daskflow run`, default) or in a "
+        "child process (separates client CPU from scheduler CPU)",
+    )
+    p.add_argument(
+        "--label",
+        default=platform.node() or "local",
+        help="names the results file engine-<label>.json",
+    )
+    p.add_argument(
+        "--profile",
+        metavar="DIR",
+        help="after timing, profile the engine side once per scenario into DIR",
+    )
+    p.add_argument(
+        "--profiler",
+        choices=("cprofile", "pyinstrument"),
+        default="cprofile",
+        help="cprofile (stdlib, default) or pyinstrument (if installed)",
+    )
     p.add_argument("--serve-cluster", action="store_true", help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -418,4 +503,6 @@ if __name__ == "__main__":
     if ARGS.serve_cluster:
         serve_cluster()
         sys.exit(0)
-    sys.exit(asyncio.run(main(ARGS)))
+    if ARGS.profile:
+        Path(ARGS.profile).mkdir(parents=True, exist_ok=True)
+    write_report(asyncio.run(main(ARGS)))

@@ -31,7 +31,7 @@ Every figure carries the load averages around it: the machine is shared. It prin
 writes ``benchmarks/results/operator-<label>.json``.
 
     .venv/bin/python benchmarks/bench_operator.py                       # everything
-    .venv/bin/python benchmarks/bench_operator.py --reps 5 --map-reps 3 --label mybox
+    .venv/bin/python benchmarks/bench_operator.py --reps 5 --map-reps 5 --label mybox
     .venv/bin/python benchmarks/bench_operator.py --only memory --pods 100
 """
 
@@ -143,10 +143,13 @@ def sleepy_flow(name: str, items: int, seconds: float) -> dict[str, Any]:
     ])
 
 
-def wide_flow(name: str, tasks: int, result_bytes: int) -> dict[str, Any]:
-    """``tasks`` independent tasks, each returning a ``result_bytes``-character string."""
+def wide_flow(name: str, tasks: int, result_bytes: int, chained: bool = False) -> dict[str, Any]:
+    """``tasks`` tasks, each returning a ``result_bytes``-character string: independent (they
+    all finish within a status interval or two), or each ``dependsOn`` the one before (results
+    trickle in, so the status grows patch by patch up to its size budget)."""
     return flowrun(name, [
-        {"name": f"r{i:03d}", "call": "builtins:str.zfill", "args": [f"r{i:03d}", result_bytes]}
+        {"name": f"r{i:03d}", "call": "builtins:str.zfill", "args": [f"r{i:03d}", result_bytes],
+         **({"dependsOn": [f"r{i - 1:03d}"]} if chained and i else {})}
         for i in range(tasks)
     ])
 
@@ -372,9 +375,25 @@ def operator(kube: KubeCluster, namespace: str, runner: str, backend: str,
         yield op
     finally:
         op.stop()
+        LOG_WARNINGS[namespace] = log_warnings(op.log_path)
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
             shutil.copy(op.log_path, logs / op.log_path.name)
+
+
+LOG_WARNINGS: dict[str, dict[str, int]] = {}
+
+
+def log_warnings(path: Path) -> dict[str, int]:
+    """WARNING/ERROR lines of an operator log, without their timestamps, counted."""
+    counts: dict[str, int] = {}
+    with contextlib.suppress(OSError):
+        for line in path.read_text(errors="replace").splitlines():
+            for level in (" WARNING ", " ERROR ", " CRITICAL "):
+                if level in line:
+                    msg = level.strip() + " " + line.split(level, 1)[1][:300]
+                    counts[msg] = counts.get(msg, 0) + 1
+    return counts
 
 
 def create_namespace(kube: KubeCluster, name: str) -> None:
@@ -395,6 +414,19 @@ def create(custom: k8s.CustomObjectsApi, namespace: str, doc: dict[str, Any]) ->
     t0 = time.perf_counter()
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, doc)
     return t0
+
+
+def wait_torn_down(op: OperatorProcess, timeout: float = 60.0) -> float:
+    """Wait until the operator's LocalCluster (its child processes) is gone, so that its
+    teardown does not overlap the next measurement; returns the seconds waited."""
+    assert op.proc is not None
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < timeout:
+        with contextlib.suppress(psutil.Error):
+            if not psutil.Process(op.proc.pid).children(recursive=True):
+                break
+        time.sleep(0.2)
+    return round(time.perf_counter() - t0, 2)
 
 
 def check_succeeded(watcher: Watcher, name: str) -> dict[str, Any]:
@@ -436,6 +468,7 @@ def run_latency(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProces
             "load_before": load0,
             "load_after": load1,
         }
+        run["teardown_wait_s"] = wait_torn_down(op)
         runs.append(run)
         log(f"latency rep {rep}: apply->Succeeded {run['apply_to_succeeded_s']:.2f}s "
             f"(cluster {startup:.2f}s, after cluster up {run['after_cluster_up_s']:.2f}s) "
@@ -516,7 +549,8 @@ def run_map(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
                        "after_cluster_up_s": a["running_to_done_s"],
                        "status_patches": a["status_patches"],
                        "patches_per_s": a["patches_per_s"],
-                       "largest_status_bytes": a["largest_status_bytes"]}
+                       "largest_status_bytes": a["largest_status_bytes"],
+                       "teardown_wait_s": wait_torn_down(op)}
             else:
                 run = engine_alone(map_flow(f"map-{items}-engine", items))
                 if run.pop("result") != expected:
@@ -572,9 +606,9 @@ def run_patches(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProces
 
 
 def run_status_size(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
-                    tasks: int, result_bytes: int) -> dict[str, Any]:
-    name = f"wide-{tasks}"
-    doc = wide_flow(name, tasks, result_bytes)
+                    tasks: int, result_bytes: int, shape: str) -> dict[str, Any]:
+    name = f"wide-{tasks}-{shape}"
+    doc = wide_flow(name, tasks, result_bytes, chained=shape == "chained")
     load0 = loadavg()
     t0 = kubectl_apply(kube, ns, doc)
     watcher.wait_phase(name, TERMINAL, 900)
@@ -594,7 +628,7 @@ def run_status_size(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorPr
     largest_bytes, largest = watcher.largest[name]
     largest_kept = sum(1 for t in (largest.get("tasks") or {}).values() if "result" in t)
     out = {
-        "tasks": tasks, "result_bytes": result_bytes,
+        "tasks": tasks, "result_bytes": result_bytes, "shape": shape,
         "spec_bytes": len(compact(doc["spec"]).encode()),
         "apply_to_succeeded_s": round(a["t_done"] - t0, 3),
         "final_object_kubectl_json_bytes": len(got.encode()),
@@ -616,7 +650,7 @@ def run_status_size(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorPr
         "operator_rss_after": rss(op.proc.pid) if op.proc else None,
         "load_before": load0, "load_after": load1,
     }
-    log(f"status: largest {largest_bytes} B ({largest_kept} results), final "
+    log(f"status ({shape}): largest {largest_bytes} B ({largest_kept} results), final "
         f"{out['final_status_bytes']} B ({kept} results, truncated={out['final_truncated']}) "
         f"load {load0[0]:.2f}")
     return out
@@ -643,17 +677,20 @@ def sample_rss(pid: int, seconds: float, every: float = 1.0) -> list[dict[str, A
     samples = []
     end = time.perf_counter() + seconds
     while True:
-        samples.append({**rss(pid), "t": round(time.perf_counter(), 2)})
+        with contextlib.suppress(psutil.Error):
+            samples.append({**rss(pid), "threads": psutil.Process(pid).num_threads(),
+                            "t": round(time.perf_counter(), 2)})
         if time.perf_counter() >= end:
             return samples
         time.sleep(every)
 
 
 def run_memory(kube: KubeCluster, ns: str, status_interval: float, count: int, window: float,
-               logs: Path | None) -> dict[str, Any]:
+               rounds: int, logs: Path | None) -> dict[str, Any]:
     custom = k8s.CustomObjectsApi(kube.api_client())
     cp_pids = {p.name: p.popen.pid for p in getattr(kube, "_processes", [])}
-    out: dict[str, Any] = {"flowruns": count, "mode": "pod", "backend": "kubernetes"}
+    out: dict[str, Any] = {"flowruns": count, "mode": "pod", "backend": "kubernetes",
+                           "rounds": []}
     with Watcher(kube, ns) as watcher, \
             operator(kube, ns, "pod", "kubernetes", status_interval, logs) as op:
         assert op.proc is not None
@@ -664,77 +701,95 @@ def run_memory(kube: KubeCluster, ns: str, status_interval: float, count: int, w
         idle = sample_rss(pid, 10)
         out["idle"] = {
             "rss_mib": spread([s["rss_mib"] for s in idle]),
+            "threads": idle[-1]["threads"],
             "cpu_percent": round(100 * (cpu_seconds(pid) - cpu0) / (time.perf_counter() - t0), 1),
             "load_before": load0, "load_after": loadavg(),
         }
         log(f"memory: idle RSS {out['idle']['rss_mib']['median']} MiB, load {load0[0]:.2f}")
-        names = [f"small-{i:03d}" for i in range(count)]
-        load0 = loadavg()
-        t_create = time.perf_counter()
-        for name in names:
-            create(custom, ns, small_flow(name))
-        t_created = time.perf_counter()
-
-        def all_pending() -> bool:
-            return all((watcher.latest.get(n, {}).get("status") or {}).get("runner")
-                       for n in names)
-
-        watcher.wait(f"{count} FlowRuns to get a runner Job", all_pending, 600)
-        t_pending = time.perf_counter()
-        first_status = []  # per FlowRun: ADDED -> status with its runner Job recorded
-        for n in names:
-            evs = watcher.of(n)
-            added = next(e.t for e in evs if e.type == "ADDED")
-            first_status.append(next(e.t for e in evs if e.runner) - added)
-        log(f"memory: {count} created in {t_created - t_create:.1f}s, all Pending with Job + "
-            f"DaskCluster after {t_pending - t_create:.1f}s")
-        jobs = custom.list_namespaced_custom_object("batch", "v1", ns, "jobs")["items"]
-        clusters = custom.list_namespaced_custom_object("kubernetes.dask.org", "v1", ns,
-                                                        "daskclusters")["items"]
-        req0, cpu0, t0 = apiserver_requests(kube), cpu_seconds(pid), time.perf_counter()
-        cp_cpu0 = {k: cpu_seconds(v) for k, v in cp_pids.items()}
-        busy = sample_rss(pid, window)
-        elapsed = time.perf_counter() - t0
-        req1, cpu1 = apiserver_requests(kube), cpu_seconds(pid)
-        cp_cpu1 = {k: cpu_seconds(v) for k, v in cp_pids.items()}
-        load1 = loadavg()
-        phases: dict[str, int] = {}
-        for n in names:
-            ph = (watcher.latest[n].get("status") or {}).get("phase", "?")
-            phases[ph] = phases.get(ph, 0) + 1
-        out["busy"] = {
-            "jobs": len(jobs), "daskclusters": len(clusters), "phases": phases,
-            "create_s": round(t_created - t_create, 2),
-            "all_pending_after_s": round(t_pending - t_create, 2),
-            "added_to_pending_status_s": spread(first_status),
-            "window_s": round(elapsed, 1),
-            "rss_mib": spread([s["rss_mib"] for s in busy]),
-            "rss_first_mib": busy[0]["rss_mib"], "rss_last_mib": busy[-1]["rss_mib"],
-            "cpu_percent": round(100 * (cpu1 - cpu0) / elapsed, 1),
-            "control_plane_cpu_percent": {k: round(100 * (cp_cpu1[k] - cp_cpu0[k]) / elapsed, 1)
-                                          for k in cp_pids},
-            "api_requests_per_s": {k: round((req1.get(k, 0) - req0.get(k, 0)) / elapsed, 1)
-                                   for k in sorted(req1) if req1.get(k, 0) - req0.get(k, 0) > 0},
-            "load_before": load0, "load_after": load1,
-        }
-        log(f"memory: busy RSS {out['busy']['rss_mib']}, cpu {out['busy']['cpu_percent']}%, "
-            f"requests/s {out['busy']['api_requests_per_s']} load {load1[0]:.2f}")
-        # Then delete them all (the finalizer goes through the operator) and look again.
-        t_del = time.perf_counter()
-        custom.delete_collection_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
-        try:
-            watcher.wait("the FlowRuns to be gone", lambda: all(
-                any(e.type == "DELETED" for e in watcher.of(n)) for n in names), 300)
-            gone = round(time.perf_counter() - t_del, 2)
-        except TimeoutError:
-            gone = None
-        time.sleep(5)
-        after = sample_rss(pid, 5)
-        out["after_delete"] = {"deleted_after_s": gone,
-                               "rss_mib": spread([s["rss_mib"] for s in after]),
-                               "load": loadavg()}
-        log(f"memory: all deleted after {gone}s; RSS then {out['after_delete']['rss_mib']}")
+        for rnd in range(rounds):
+            out["rounds"].append(
+                memory_round(kube, custom, watcher, ns, pid, cp_pids, count, window, rnd))
     custom.api_client.close()
+    out["busy"] = out["rounds"][0]
+    out["after_delete"] = out["rounds"][-1]["after_delete"]
+    return out
+
+
+def memory_round(kube: KubeCluster, custom: k8s.CustomObjectsApi, watcher: Watcher, ns: str,
+                 pid: int, cp_pids: dict[str, int], count: int, window: float,
+                 rnd: int) -> dict[str, Any]:
+    """Create ``count`` FlowRuns, wait until each has its Job and DaskCluster, sample the
+    operator for ``window`` seconds, then delete them all (through the finalizer)."""
+    names = [f"small-{rnd}-{i:03d}" for i in range(count)]
+    load0 = loadavg()
+    t_create = time.perf_counter()
+    for name in names:
+        create(custom, ns, small_flow(name))
+    t_created = time.perf_counter()
+
+    def all_pending() -> bool:
+        return all((watcher.latest.get(n, {}).get("status") or {}).get("runner") for n in names)
+
+    watcher.wait(f"{count} FlowRuns to get a runner Job", all_pending, 600)
+    t_pending = time.perf_counter()
+    first_status = []  # per FlowRun: ADDED -> status with its runner Job recorded
+    for n in names:
+        evs = watcher.of(n)
+        added = next(e.t for e in evs if e.type == "ADDED")
+        first_status.append(next(e.t for e in evs if e.runner) - added)
+    log(f"memory round {rnd}: {count} created in {t_created - t_create:.1f}s, all Pending with "
+        f"Job + DaskCluster after {t_pending - t_create:.1f}s")
+    jobs = custom.list_namespaced_custom_object("batch", "v1", ns, "jobs")["items"]
+    clusters = custom.list_namespaced_custom_object("kubernetes.dask.org", "v1", ns,
+                                                    "daskclusters")["items"]
+    req0, cpu0, t0 = apiserver_requests(kube), cpu_seconds(pid), time.perf_counter()
+    cp_cpu0 = {k: cpu_seconds(v) for k, v in cp_pids.items()}
+    busy = sample_rss(pid, window)
+    elapsed = time.perf_counter() - t0
+    req1, cpu1 = apiserver_requests(kube), cpu_seconds(pid)
+    cp_cpu1 = {k: cpu_seconds(v) for k, v in cp_pids.items()}
+    load1 = loadavg()
+    phases: dict[str, int] = {}
+    for n in names:
+        ph = (watcher.latest[n].get("status") or {}).get("phase", "?")
+        phases[ph] = phases.get(ph, 0) + 1
+    out: dict[str, Any] = {
+        "round": rnd,
+        "jobs": len(jobs), "daskclusters": len(clusters), "phases": phases,
+        "create_s": round(t_created - t_create, 2),
+        "all_pending_after_s": round(t_pending - t_create, 2),
+        "added_to_pending_status_s": spread(first_status),
+        "window_s": round(elapsed, 1),
+        "rss_mib": spread([s["rss_mib"] for s in busy]),
+        "rss_first_mib": busy[0]["rss_mib"], "rss_last_mib": busy[-1]["rss_mib"],
+        "threads": spread([s["threads"] for s in busy]),
+        "cpu_percent": round(100 * (cpu1 - cpu0) / elapsed, 1),
+        "control_plane_cpu_percent": {k: round(100 * (cp_cpu1[k] - cp_cpu0[k]) / elapsed, 1)
+                                      for k in cp_pids},
+        "api_requests_per_s": {k: round((req1.get(k, 0) - req0.get(k, 0)) / elapsed, 1)
+                               for k in sorted(req1) if req1.get(k, 0) - req0.get(k, 0) > 0},
+        "load_before": load0, "load_after": load1,
+    }
+    log(f"memory round {rnd}: busy RSS {out['rss_mib']}, threads {out['threads']}, "
+        f"cpu {out['cpu_percent']}%, requests/s {out['api_requests_per_s']} load {load1[0]:.2f}")
+    # Then delete them all (the finalizer goes through the operator) and look again.
+    t_del = time.perf_counter()
+    for name in names:
+        custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+    gone: float | None
+    try:
+        watcher.wait("the FlowRuns to be gone", lambda: all(
+            any(e.type == "DELETED" for e in watcher.of(n)) for n in names), 300)
+        gone = round(time.perf_counter() - t_del, 2)
+    except TimeoutError:
+        gone = None
+    time.sleep(5)
+    after = sample_rss(pid, 5)
+    out["after_delete"] = {"deleted_after_s": gone,
+                           "rss_mib": spread([s["rss_mib"] for s in after]),
+                           "threads": after[-1]["threads"], "load": loadavg()}
+    log(f"memory round {rnd}: all deleted after {gone}s; RSS then "
+        f"{out['after_delete']['rss_mib']}")
     return out
 
 
@@ -818,7 +873,12 @@ def print_table(report: dict[str, Any]) -> None:
         load = f"{x['load_before'][0]:.2f}->{x['load_after'][0]:.2f}"
         rows += [
             (f"largest .status, {x['tasks']} tasks x {x['result_bytes']} B results, bytes",
-             f"{x['largest_status_bytes']} ({x['largest_status_results_kept']} results)", load),
+             f"{x['largest_status_bytes']} ({x['largest_status_results_kept']} results, "
+             f"{x['shape']})", load),
+            *[(f"  largest .status, {k} tasks, bytes (results kept)",
+               f"{v['largest_status_bytes']} ({v['largest_status_results_kept']})",
+               f"{v['load_before'][0]:.2f}->{v['load_after'][0]:.2f}")
+              for k, v in x.get("shapes", {}).items()],
             ("  final .status compact / as kubectl -o json prints it, bytes",
              f"{x['final_status_bytes']} / {x['final_status_kubectl_json_bytes']}", load),
             ("  final object (kubectl get -o json), bytes",
@@ -848,10 +908,17 @@ def print_table(report: dict[str, Any]) -> None:
             ("  API requests/s meanwhile (all clients)",
              ", ".join(f"{k} {v:g}" for k, v in b["api_requests_per_s"].items()), ""),
             ("  kube-apiserver / etcd CPU meanwhile, %",
-             " / ".join(str(v) for v in b["control_plane_cpu_percent"].values()), ""),
-            ("  operator RSS after deleting them, MiB", fmt(x["after_delete"]["rss_mib"]),
-             f"{x['after_delete']['load'][0]:.2f}"),
+             f"{b['control_plane_cpu_percent'].get('kube-apiserver')} / "
+             f"{b['control_plane_cpu_percent'].get('etcd')}", ""),
         ]
+        for rd in x["rounds"]:
+            rows += [
+                (f"  round {rd['round']}: RSS with them / after deleting them, MiB",
+                 f"{fmt(rd['rss_mib'])} / {fmt(rd['after_delete']['rss_mib'])}",
+                 f"{rd['load_before'][0]:.2f}->{rd['after_delete']['load'][0]:.2f}"),
+                (f"  round {rd['round']}: operator threads idle / with them",
+                 f"{i['threads']} / {rd['threads']['max']:g}", ""),
+            ]
         if "inprocess_rss" in r:
             y = r["inprocess_rss"]
             rows.append(("operator RSS idle (in-process mode), MiB", f"{y['idle']['rss_mib']}",
@@ -914,16 +981,20 @@ def main(args: argparse.Namespace) -> int:
                     results["patches"] = run_patches(kube, ns, watcher, op, args.patch_items,
                                                      args.patch_sleep, args.status_interval)
                 if "status" in only:
-                    results["status"] = run_status_size(kube, ns, watcher, op, args.wide_tasks,
-                                                        args.result_bytes)
+                    shapes = {shape: run_status_size(kube, ns, watcher, op, args.wide_tasks,
+                                                     args.result_bytes, shape)
+                              for shape in ("independent", "chained")}
+                    biggest = max(shapes.values(), key=lambda x: x["largest_status_bytes"])
+                    results["status"] = {**biggest, "shapes": shapes}
                 results["inprocess_rss"]["end"] = {**rss(op.proc.pid), "load": loadavg()}
         if "memory" in only:
             ns = "bench-pods"
             create_namespace(kube, ns)
             results["memory"] = run_memory(kube, ns, args.status_interval, args.pods,
-                                           args.pod_window, logs)
+                                           args.pod_window, args.pod_rounds, logs)
     finally:
         report["environment"] = environment(kube)
+        report["operator_log_warnings"] = LOG_WARNINGS
         kube.stop()
     report["load_at_end"] = loadavg()
     report["finished"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
@@ -941,8 +1012,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", "-R", type=int, default=5,
                    help="repetitions of the 10-task latency run (default 5)")
-    p.add_argument("--map-reps", type=int, default=3,
-                   help="repetitions per side of the mapped run (default 3)")
+    p.add_argument("--map-reps", type=int, default=5,
+                   help="repetitions per side of the mapped run (default 5)")
     p.add_argument("--map-items", type=int, default=1000, help="items of the mapped run (1000)")
     p.add_argument("--patch-items", type=int, default=300,
                    help="items of the long-ish run that counts status patches (300)")
@@ -954,6 +1025,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="concurrent FlowRuns for the pod-mode memory figure (100)")
     p.add_argument("--pod-window", type=float, default=30.0,
                    help="seconds to sample the operator with them all Pending (30)")
+    p.add_argument("--pod-rounds", type=int, default=2,
+                   help="create/sample/delete rounds of them, to see whether RSS keeps growing")
     p.add_argument("--status-interval", type=float, default=1.0,
                    help="the operator's --status-interval (its default, 1.0)")
     p.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")

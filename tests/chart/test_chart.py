@@ -48,7 +48,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "daskflow"
 RBAC = CHART / "files" / "rbac"
 CONTROLLER_SETTINGS = "/etc/daskflow/dask-kubernetes/daskflow_settings.py"
-PAUSED = "Pausing operations in favour of"  # kopf, in the replica that stands by
 
 # The ServiceMonitor/PrometheusRule kinds, as much CRD as a dry run needs.
 MONITORING_CRDS = [
@@ -1202,7 +1201,7 @@ def test_operator_and_controller_run_under_the_chart_accounts(
     # Two replicas (the release has replicas: 2): peering makes exactly one of them active.
     operator_kubeconfig = cluster.service_account_kubeconfig(rel.namespace, rel.operator_sa)
     operators = [
-        LoopbackOperator(
+        OperatorProcess(  # it adds --bind-address=127.0.0.1 to the installed arguments
             operator_kubeconfig,
             [*op_args[1:], "--log-level=debug"],
             cluster.work_dir / f"chart-op-{rel.name}-{i}.log",
@@ -1236,16 +1235,12 @@ def test_operator_and_controller_run_under_the_chart_accounts(
         controller.start()
         for operator in operators:
             operator.start()
-        try:
-            paused = wait_for(
-                lambda: [op for op in operators if PAUSED in op.log_path.read_text()],
-                90,
-                "one operator replica to stand by",
-            )
-        except AssertionError as err:
-            tails = "\n----\n".join(op.log_tail(400) for op in operators)
-            raise AssertionError(f"{err}\n{tails}") from err
-        assert len(paused) == 1, [op.log_tail() for op in operators]
+            assert_loopback_only(operator.metrics_port, operator.health_port)
+        assert_loopback_only(controller.port)
+        # kopf peering: exactly one replica handles FlowRuns, the other stands by.
+        active, standby = wait_for(
+            lambda: _one_active(operators, rel.watched), 60, "exactly one active replica"
+        )
         kubectl_ok(cluster, "apply", "-f", "-", input=yaml.safe_dump(flowrun))
 
         def children() -> tuple[dict[str, Any], dict[str, Any]] | None:
@@ -1308,6 +1303,14 @@ def test_operator_and_controller_run_under_the_chart_accounts(
             return not got["items"] and get_flowrun(cluster, ns, "chart-e2e") is None
 
         wait_for(cleaned, 60, "the FlowRun and its children to be deleted")
+
+        # Fail-over: when the active replica goes, the standby takes over.
+        active.stop()
+        wait_for(
+            lambda: _flowrun_streams(standby) == dict.fromkeys(rel.watched, "Resuming"),
+            60,
+            "the standby replica to take over",
+        )
     finally:
         for operator in operators:
             operator.stop()
@@ -1321,6 +1324,35 @@ def test_operator_and_controller_run_under_the_chart_accounts(
         assert not denied, f"{log.name}:\n" + "\n".join(denied[:20])
 
 
+def _flowrun_streams(operator: OperatorProcess) -> dict[str, str]:
+    """The last state kopf logged (at debug level) of each namespace's FlowRun watch-stream:
+    "Resuming" in the active replica, "Pausing" in one that stands by (peering)."""
+    states: dict[str, str] = {}
+    text = operator.log_path.read_text(errors="replace")
+    for match in re.finditer(
+        r"(Pausing|Resuming) the watch-stream for flowruns\S* in '([^']+)'", text
+    ):
+        states[match.group(2)] = match.group(1)
+    return states
+
+
+def _one_active(
+    operators: list[OperatorProcess], namespaces: list[str]
+) -> tuple[OperatorProcess, OperatorProcess] | None:
+    streams = [_flowrun_streams(op) for op in operators]
+    active = [
+        op
+        for op, s in zip(operators, streams, strict=True)
+        if s == dict.fromkeys(namespaces, "Resuming")
+    ]
+    standby = [
+        op
+        for op, s in zip(operators, streams, strict=True)
+        if s == dict.fromkeys(namespaces, "Pausing")
+    ]
+    return (active[0], standby[0]) if len(active) == 1 and len(standby) == 1 else None
+
+
 def kubectl_json(kube: KubeCluster, *args: str) -> dict[str, Any]:
     proc = kube.kubectl(*args, "-o", "json")
     if proc.returncode != 0:
@@ -1329,54 +1361,23 @@ def kubectl_json(kube: KubeCluster, *args: str) -> dict[str, Any]:
     return loaded
 
 
-# `daskflow operator` serves metrics and health on all interfaces and has no flag to choose;
-# the tests must listen on loopback only, so this launcher pins both servers to 127.0.0.1.
-_LOOPBACK_LAUNCHER = """
-import sys
-import aiohttp.web
-import prometheus_client
-
-_serve = prometheus_client.start_http_server
-prometheus_client.start_http_server = lambda port, addr="", **kw: _serve(port, "127.0.0.1", **kw)
-
-
-class _LoopbackSite(aiohttp.web.TCPSite):
-    def __init__(self, runner, host=None, port=None, **kw):
-        super().__init__(runner, "127.0.0.1", port, **kw)
+def _listeners(port: int) -> list[str]:
+    """Local addresses (hex, as in /proc/net/tcp*) of the TCP sockets listening on ``port``."""
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            for line in list(lines)[1:]:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.partition(":")
+                if state == "0A" and int(hex_port, 16) == port:
+                    found.append(address)
+    return found
 
 
-aiohttp.web.TCPSite = _LoopbackSite
-from daskflow.cli import main
-
-sys.exit(main(sys.argv[1:]))
-"""
-
-
-class LoopbackOperator(OperatorProcess):
-    """tests.kube.harness's operator process, listening on 127.0.0.1 only."""
-
-    def start(self) -> None:
-        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
-        env.pop("KUBERNETES_SERVICE_HOST", None)
-        argv = [
-            sys.executable,
-            "-c",
-            _LOOPBACK_LAUNCHER,
-            "operator",
-            *self.args,
-            f"--metrics-port={self.metrics_port}",
-            f"--health-port={self.health_port}",
-        ]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        wait_for(self.ready, 60, "the operator to be ready")
-        listening = subprocess.run(
-            ["ss", "-Hltnp"], capture_output=True, text=True, check=False
-        ).stdout
-        for port in (self.metrics_port, self.health_port):
-            assert f"127.0.0.1:{port} " in listening, listening
+def assert_loopback_only(*ports: int) -> None:
+    """The processes under test listen on 127.0.0.1 only (nothing beyond loopback here)."""
+    for port in ports:
+        assert _listeners(port) == ["0100007F"], f"port {port}: {_listeners(port)}"
 
 
 class ControllerProcess:
