@@ -162,6 +162,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
         image=args.image,
         backend=args.default_backend,
         runner_service_account=args.runner_service_account,
+        allowed_service_accounts=tuple(args.allow_service_account),
         image_pull_policy=args.image_pull_policy,
         status_interval=args.status_interval,
     )
@@ -255,6 +256,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     op.add_argument("--image-pull-policy", default="IfNotPresent")
     op.add_argument("--runner-service-account", default="daskflow-runner")
+    op.add_argument(
+        "--allow-service-account",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="another account FlowRuns may name in spec.serviceAccountName ('*': any)",
+    )
     op.add_argument("--status-interval", type=float, default=1.0)
     op.add_argument("--metrics-port", type=int, default=9090)
     op.add_argument("--health-port", type=int, default=8080)

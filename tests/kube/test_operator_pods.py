@@ -154,17 +154,23 @@ def test_creates_runner_job_and_daskcluster_for_the_run(crds: KubeCluster, names
 
 
 def test_service_account_comes_from_the_spec(crds: KubeCluster, namespace: str) -> None:
-    with operator_running(crds, namespace, runner="pod", backend="local"):
-        apply(
-            crds,
-            flowrun(
-                "own-sa", [{"name": "hi", "command": ["echo", "hi"]}], serviceAccountName="etl-team"
-            ),
-            namespace,
-        )
+    hello = [{"name": "hi", "command": ["echo", "hi"]}]
+    allow = ("--allow-service-account", "etl-team")
+    with operator_running(crds, namespace, runner="pod", backend="local", extra=allow):
+        apply(crds, flowrun("own-sa", hello, serviceAccountName="etl-team"), namespace)
         _, job, cluster = children(crds, namespace, "own-sa")
+        # An account the operator was not told to allow is refused: naming it in a FlowRun
+        # must not let the author run code as that account.
+        apply(crds, flowrun("stolen-sa", hello, serviceAccountName="cluster-admin-ish"), namespace)
+        refused = wait_for_phase(crds, namespace, "stolen-sa")["status"]
+        stolen_job = get(
+            crds, "jobs.batch", namespace, refused.get("runner", {}).get("job", "none")
+        )
     assert job["spec"]["template"]["spec"]["serviceAccountName"] == "etl-team"
     assert cluster is None  # the local backend runs Dask inside the runner pod
+    assert (refused["phase"], refused["reason"]) == ("Failed", "ServiceAccountNotAllowed")
+    assert "cluster-admin-ish" in refused["message"]
+    assert stolen_job is None
 
 
 def test_operator_restart_leaves_children_untouched(crds: KubeCluster, namespace: str) -> None:

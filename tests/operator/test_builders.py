@@ -16,6 +16,7 @@ from daskflow.kube.builders import (
     child_name,
     is_owned_by,
     resolve_backend,
+    service_account_problem,
 )
 from daskflow.kube.metrics import FlowRunMetrics
 from daskflow.kube.runner import RunnerSettings, resolve_target
@@ -98,6 +99,17 @@ def test_runner_job_runs_as_the_flowruns_account() -> None:
     pod = job["spec"]["template"]["spec"]
     assert (pod["serviceAccountName"], pod["containers"][0]["image"]) == ("team", "mine:2")
     assert "DASKFLOW_SCHEDULER_ADDRESS" not in {e["name"] for e in pod["containers"][0]["env"]}
+
+
+def test_only_allowed_service_accounts_are_used() -> None:
+    defaults = OperatorDefaults(runner_service_account="runner", allowed_service_accounts=("etl",))
+    assert service_account_problem(flow(), defaults) is None
+    assert service_account_problem(flow(serviceAccountName="runner"), defaults) is None
+    assert service_account_problem(flow(serviceAccountName="etl"), defaults) is None
+    problem = service_account_problem(flow(serviceAccountName="admin"), defaults)
+    assert problem is not None and "'admin' is not allowed" in problem
+    anything = OperatorDefaults(allowed_service_accounts=("*",))
+    assert service_account_problem(flow(serviceAccountName="admin"), anything) is None
 
 
 def test_backend_resolution() -> None:

@@ -28,6 +28,10 @@ class OperatorDefaults:
     image: str = "daskflow:latest"
     backend: str = "kubernetes"
     runner_service_account: str = "daskflow-runner"
+    # Accounts a FlowRun may name in spec.serviceAccountName, besides the default one.
+    # "*" allows any: then creating a FlowRun is as strong as creating a pod as any account
+    # of the namespace.
+    allowed_service_accounts: tuple[str, ...] = ()
     image_pull_policy: str = "IfNotPresent"
     status_interval: float = 1.0
     runner_backoff_limit: int = 3
@@ -100,6 +104,22 @@ def restricted_pod_security_context() -> dict[str, Any]:
         "fsGroup": RUNNER_UID,
         "seccompProfile": {"type": "RuntimeDefault"},
     }
+
+
+def service_account_problem(flow: FlowRun, defaults: OperatorDefaults) -> str | None:
+    """Why the runner may not use the account the FlowRun names, or None if it may."""
+    wanted = flow.spec.service_account_name
+    allowed = defaults.allowed_service_accounts
+    if wanted is None or wanted == defaults.runner_service_account or "*" in allowed:
+        return None
+    if wanted in allowed:
+        return None
+    return (
+        f"spec.serviceAccountName {wanted!r} is not allowed: the operator allows "
+        f"{defaults.runner_service_account!r}"
+        + (f" and {', '.join(repr(a) for a in allowed)}" if allowed else "")
+        + " (operator flag --allow-service-account)"
+    )
 
 
 def resolve_backend(flow: FlowRun, defaults: OperatorDefaults) -> str:

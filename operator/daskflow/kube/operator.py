@@ -48,6 +48,7 @@ from .builders import (
     child_name,
     resolve_backend,
     scheduler_address,
+    service_account_problem,
 )
 from .metrics import FlowRunMetrics
 from .runner import RunnerSettings, _manifest, drive_flowrun
@@ -216,6 +217,10 @@ class Supervisor:
         defaults = self.config.defaults
         backend = resolve_backend(flow, defaults)
         name = child_name(meta["name"], meta["uid"])
+        problem = service_account_problem(flow, defaults)
+        if problem is not None:
+            await self.end(snap, Phase.FAILED, "ServiceAccountNotAllowed", problem)
+            return
         created = datetime.now(UTC)
         if backend == "kubernetes":
             cluster = await self.create_or_adopt(
