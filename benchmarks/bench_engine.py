@@ -24,8 +24,8 @@ scheduler; and the 1-minute load average before and after. It prints a table and
     .venv/bin/python benchmarks/bench_engine.py --sizes 1000 --chain 0 --profile /tmp/prof
 
 Needs only the project's own dependencies. ``--profile DIR`` runs each scenario's engine
-side once more under cProfile (stdlib) after the timed runs and writes ``.prof`` files
-to DIR (not into the repo).
+side once more after the timed runs, under cProfile (stdlib) or, with ``--profiler
+pyinstrument``, pyinstrument (if installed), and writes the profiles to DIR (not the repo).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ Every figure carries the load averages around it: the machine is shared. It prin
 writes ``benchmarks/results/operator-<label>.json``.
 
     .venv/bin/python benchmarks/bench_operator.py                       # everything
-    .venv/bin/python benchmarks/bench_operator.py --reps 5 --map-reps 5 --label mybox
+    .venv/bin/python benchmarks/bench_operator.py --reps 5 --map-reps 7 --label mybox
     .venv/bin/python benchmarks/bench_operator.py --only memory --pods 100
 """
 
@@ -417,13 +417,23 @@ def create(custom: k8s.CustomObjectsApi, namespace: str, doc: dict[str, Any]) ->
 
 
 def wait_torn_down(op: OperatorProcess, timeout: float = 60.0) -> float:
-    """Wait until the operator's LocalCluster (its child processes) is gone, so that its
-    teardown does not overlap the next measurement; returns the seconds waited."""
+    """Wait until the operator's LocalCluster (its spawned nannies and workers) is gone, so
+    that its teardown does not overlap the next measurement; returns the seconds waited.
+    (multiprocessing's resource tracker stays: it is not counted.)"""
     assert op.proc is not None
+
+    def spawned() -> int:
+        count = 0
+        for child in psutil.Process(op.proc.pid).children(recursive=True):  # type: ignore[union-attr]
+            with contextlib.suppress(psutil.Error):
+                if "spawn_main" in " ".join(child.cmdline()):
+                    count += 1
+        return count
+
     t0 = time.perf_counter()
     while time.perf_counter() - t0 < timeout:
         with contextlib.suppress(psutil.Error):
-            if not psutil.Process(op.proc.pid).children(recursive=True):
+            if not spawned():
                 break
         time.sleep(0.2)
     return round(time.perf_counter() - t0, 2)
@@ -569,6 +579,13 @@ def run_map(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
                                / out["engine"]["total_s"]["median"], 3)
     out["ratio_after_cluster_up"] = round(out["operator"]["after_cluster_up_s"]["median"]
                                           / out["engine"]["after_cluster_up_s"]["median"], 3)
+    # the same, pairing the two sides of each repetition (less exposed to load drifting)
+    pairs = [o["after_cluster_up_s"] / e["after_cluster_up_s"]
+             for o, e in zip(sides["operator"], sides["engine"], strict=True)]
+    out["ratio_after_cluster_up_per_rep"] = [round(x, 3) for x in pairs]
+    out["ratio_after_cluster_up_median_of_pairs"] = med(pairs)
+    out["ratio_total_per_rep"] = [round(o["total_s"] / e["total_s"], 3)
+                                  for o, e in zip(sides["operator"], sides["engine"], strict=True)]
     out["load1"] = spread([x for runs in sides.values() for r in runs
                            for x in (r["load_before"][0], r["load_after"][0])])
     return out
@@ -854,6 +871,8 @@ def print_table(report: dict[str, Any]) -> None:
              f"{fmt(x['engine']['after_cluster_up_s'])}", load),
             ("  ratio operator/engine, after cluster up (medians)",
              f"{x['ratio_after_cluster_up']:.2f}", load),
+            ("  same, per repetition (operator/engine of each pair)",
+             " ".join(f"{v:.2f}" for v in x["ratio_after_cluster_up_per_rep"]), load),
         ]
     if "patches" in r:
         x = r["patches"]
@@ -1012,8 +1031,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--reps", "-R", type=int, default=5,
                    help="repetitions of the 10-task latency run (default 5)")
-    p.add_argument("--map-reps", type=int, default=5,
-                   help="repetitions per side of the mapped run (default 5)")
+    p.add_argument("--map-reps", type=int, default=7,
+                   help="repetitions per side of the mapped run (default 7)")
     p.add_argument("--map-items", type=int, default=1000, help="items of the mapped run (1000)")
     p.add_argument("--patch-items", type=int, default=300,
                    help="items of the long-ish run that counts status patches (300)")
