@@ -832,6 +832,12 @@ def environment(kube: ControlPlane | None) -> dict[str, Any]:
         dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "operator/"],
                                capture_output=True, text=True, check=True).stdout.strip()
         out["operator_tree_dirty"] = bool(dirty)
+    # which code was measured, since the tree may be dirty
+    for rel in ("engine/flow.py", "engine/worker.py", "kube/operator.py", "kube/runner.py",
+                "kube/status.py", "model/status.py"):
+        with contextlib.suppress(OSError):
+            out.setdefault("code_sha256_12", {})[rel] = hashlib.sha256(
+                (ROOT / "operator" / "daskflow" / rel).read_bytes()).hexdigest()[:12]
     if kube is not None and kube.startup_seconds is not None:
         out["control_plane_startup_s"] = round(kube.startup_seconds, 1)
     return out

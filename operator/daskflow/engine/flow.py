@@ -16,9 +16,12 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import heapq
 import json
 import logging
+import time
 import uuid
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -60,6 +63,14 @@ MAPPED_RESULT_BYTES = 64 * RESULT_LIMIT
 
 AnyFuture = Future[Any]
 _LIVE = frozenset({"pending", "lost"})  # Future.status of a task that has not ended
+# Mapped items are followed by looking at the status of their futures, not through
+# ``as_completed`` (which costs several asyncio tasks per future): the front of each map's
+# queue every SCAN_MIN..SCAN_MAX seconds, and the whole queue every FULL_SCAN(_SLOW) s, so
+# that a failed item behind a slow one is seen soon too.
+SCAN_MIN = 0.01
+SCAN_MAX = 0.05
+FULL_SCAN = 0.25  # with failFast, which must hear of a failure soon
+FULL_SCAN_SLOW = 1.0
 
 
 @dataclass
@@ -76,6 +87,7 @@ class _Node:
     first_error: tuple[int, TaskFailed] | None = None  # the lowest item that failed itself
     upstream_error: BaseException | None = None  # why an item could not run, if not itself
     futures: list[AnyFuture] = field(default_factory=list)
+    queue: deque[tuple[int, AnyFuture]] = field(default_factory=deque)  # items not yet seen
 
 
 class FlowEngine:
@@ -142,6 +154,12 @@ class FlowEngine:
             self.nodes[task.name] = _Node(task, data, gate, feed, mapped)
             graph[task.name] = task_dependencies(task)
         self.order = topological_order(graph)
+        self._rank = {name: i for i, name in enumerate(self.order)}
+        self._dependents: dict[str, list[str]] = {name: [] for name in self.nodes}
+        for name, node in self.nodes.items():
+            feeds = [node.feed_dep] if node.feed_dep else []
+            for dep in dict.fromkeys([*node.gate_deps, *node.data_deps, *feeds]):
+                self._dependents[dep].append(name)
         self.handles: dict[str, Any] = {}  # name -> Future | list[Future] | known value
         self.key_owner: dict[Any, tuple[str, int | None]] = {}
         self._ac: Any = None
@@ -156,7 +174,16 @@ class FlowEngine:
         self._details_done = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
         self._result_tasks: set[asyncio.Task[Any]] = set()  # small mapped results to fetch
+        self._maps: dict[str, _Node] = {}  # mapped tasks whose items are being followed
+        # Small mapped results are fetched once the run has no task left, so that the
+        # fetch does not compete with the tasks still running.
+        self._deferred_results: list[tuple[str, list[AnyFuture]]] = []
         self._restore(previous_status or {}, values or {})
+        # Tasks to look at in the next _pump (heap of topological ranks): at first all of
+        # them, then the dependents of a task that ended or got a handle.
+        self._candidates: list[int] = list(range(len(self.order)))
+        self._queued: set[str] = set(self.order)
+        self._open = len(self.book.unfinished())  # tasks not yet terminal
 
     # -- public --------------------------------------------------------------------------
     def cancel(
@@ -216,26 +243,90 @@ class FlowEngine:
             return
         await self._pump()
         stop_wait = asyncio.ensure_future(self._stop.wait())
+        nxt: asyncio.Future[Any] | None = None  # one pending read of as_completed
+        tick = SCAN_MIN
+        full_every = FULL_SCAN if self.flow.spec.fail_fast else FULL_SCAN_SLOW
+        next_full = time.monotonic() + full_every
         try:
-            while self.book.unfinished() and not self._stop.is_set():
-                if self._ac.is_empty():
+            while self._open > 0 and not self._stop.is_set():
+                if nxt is None and not self._maps and self._ac.is_empty():
                     if not await self._pump():
                         self._abandon("no task could be scheduled (internal error)")
                         break
                     continue
-                nxt = asyncio.ensure_future(self._ac.__anext__())
-                done, _ = await asyncio.wait({nxt, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                if nxt not in done:
-                    nxt.cancel()
+                if nxt is None and not self._ac.is_empty():
+                    nxt = asyncio.ensure_future(self._ac.__anext__())
+                waiting: set[asyncio.Future[Any]] = {stop_wait}
+                if nxt is not None:
+                    waiting.add(nxt)
+                done, _ = await asyncio.wait(
+                    waiting,
+                    timeout=tick if self._maps else None,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if stop_wait in done:
                     break
-                batch = [nxt.result(), *self._ac.next_batch(block=False)]
-                for future in batch:
-                    await self._on_done(future)
-                if self._dirty:
+                changed = False
+                if nxt is not None and nxt in done:
+                    first, nxt = nxt, None
+                    batch = [] if first.exception() is not None else [first.result()]
+                    batch += self._ac.next_batch(block=False)
+                    for future in batch:
+                        await self._on_done(future)
+                    changed = bool(batch)
+                if self._maps:
+                    now = time.monotonic()
+                    full = now >= next_full
+                    if full:
+                        next_full = now + full_every
+                    seen = await self._scan_maps(full)
+                    tick = SCAN_MIN if seen else min(tick * 2, SCAN_MAX)
+                    changed |= seen > 0
+                if self._candidates:
                     await self._pump()
-                self.sink.poke()
+                if changed:
+                    self.sink.poke()
         finally:
             stop_wait.cancel()
+            if nxt is not None:
+                nxt.cancel()
+
+    async def _scan_maps(self, full: bool) -> int:
+        """Count the mapped items that ended since the last scan; returns how many."""
+        seen = 0
+        for name, node in list(self._maps.items()):
+            queue = node.queue
+            ok = 0
+            ended: list[tuple[int, AnyFuture]] = []
+            while queue and queue[0][1].status not in _LIVE:
+                item = queue.popleft()
+                if item[1].status == "finished":
+                    ok += 1
+                else:
+                    ended.append(item)
+            if full and queue:
+                rest: deque[tuple[int, AnyFuture]] = deque()
+                for item in queue:
+                    status = item[1].status
+                    if status in _LIVE:
+                        rest.append(item)
+                    elif status == "finished":
+                        ok += 1
+                    else:
+                        ended.append(item)
+                node.queue = rest
+            if not ok and not ended:
+                continue
+            seen += ok + len(ended)
+            counts = node.items
+            assert counts is not None
+            counts.succeeded += ok
+            for index, future in ended:
+                await self._on_item(node, index, future)
+            self._items_changed(node)
+            if not node.queue:
+                self._maps.pop(name, None)
+        return seen
 
     def _static_refs(self, task: TaskSpec) -> dict[str, Any]:
         """The values of the ``$(params.X)`` and ``$(flowrun.X)`` references of a task."""
@@ -275,7 +366,10 @@ class FlowEngine:
         """Submit every task that can go now; returns whether anything changed."""
         self._dirty = False
         progressed = False
-        for name in self.order:
+        candidates = self._candidates
+        while candidates:
+            name = self.order[heapq.heappop(candidates)]
+            self._queued.discard(name)
             node = self.nodes[name]
             if node.submitted or self.book.tasks[name].state.terminal:
                 continue
@@ -293,6 +387,13 @@ class FlowEngine:
             await self._submit(node)
             progressed = True
         return progressed
+
+    def _wake(self, names: list[str]) -> None:
+        """Have the next _pump look at these tasks."""
+        for name in names:
+            if name not in self._queued:
+                self._queued.add(name)
+                heapq.heappush(self._candidates, self._rank[name])
 
     def _blocked_by(self, node: _Node) -> tuple[TaskState, str] | tuple[()] | None:
         """None: wait. (): ready. (state, task): will never run, because of ``task``."""
@@ -314,6 +415,12 @@ class FlowEngine:
         return ()
 
     async def _submit(self, node: _Node) -> None:
+        try:
+            await self._submit_node(node)
+        finally:
+            self._wake(self._dependents[node.spec.name])
+
+    async def _submit_node(self, node: _Node) -> None:
         name = node.spec.name
         node.submitted = True
         self._dirty = True
@@ -389,9 +496,15 @@ class FlowEngine:
     def _track(self, futures: list[AnyFuture], name: str, mapped: bool) -> None:
         node = self.nodes[name]
         node.futures = futures
+        if not mapped:
+            for fut in futures:
+                self.key_owner[fut.key] = (name, None)
+            self._ac.update(futures)
+            return
         for i, fut in enumerate(futures):
-            self.key_owner[fut.key] = (name, i if mapped else None)
-        self._ac.update(futures)
+            self.key_owner[fut.key] = (name, i)
+        node.queue = deque(enumerate(futures))
+        self._maps[name] = node
 
     # -- outcomes ------------------------------------------------------------------------
     def _mark(
@@ -401,11 +514,15 @@ class FlowEngine:
         message: str | None = None,
         attempts: int | None = None,
     ) -> bool:
+        was_open = not self.book.tasks[name].state.terminal
         moved = self.book.mark_task(name, state, message=message, attempts=attempts)
+        if was_open and self.book.tasks[name].state.terminal:
+            self._open -= 1
         if moved and state == TaskState.SUCCEEDED and self.publish_prefix is not None:
             self._publish(name)
         if moved and state.terminal:
             self._dirty = True
+            self._wake(self._dependents[name])
             self.sink.poke()
             if state == TaskState.FAILED and self.flow.spec.fail_fast:
                 self._trip_fail_fast()
@@ -424,6 +541,19 @@ class FlowEngine:
                 self._details_done.clear()
             self._mark(name, state, message, attempts)
             return
+        await self._on_item(node, index, future, (state, message, attempts, exc))
+        self._items_changed(node)
+
+    async def _on_item(
+        self,
+        node: _Node,
+        index: int,
+        future: AnyFuture,
+        outcome: tuple[TaskState, str | None, int | None, BaseException | None] | None = None,
+    ) -> None:
+        """Count one mapped item that ended (the caller then calls _items_changed)."""
+        name = node.spec.name
+        state, _, _, exc = outcome or await self._outcome(future, node)
         counts = node.items
         assert counts is not None
         if state == TaskState.SUCCEEDED:
@@ -444,6 +574,10 @@ class FlowEngine:
         else:
             counts.failed += 1
             node.upstream_error = node.upstream_error or exc
+
+    def _items_changed(self, node: _Node) -> None:
+        name, counts = node.spec.name, node.items
+        assert counts is not None
         done = counts.succeeded + counts.failed + counts.cancelled + counts.skipped
         counts.running = min(counts.running, counts.total - done)
         self.book.set_items(name, counts, node.own_failed)
@@ -475,9 +609,16 @@ class FlowEngine:
         else:
             self._mark(name, TaskState.SUCCEEDED, attempts=max(1, self.book.tasks[name].attempts))
             if counts.total <= MAPPED_RESULT_ITEMS and node.futures:
-                task = asyncio.ensure_future(self._mapped_result(name, node.futures))
-                self._result_tasks.add(task)
-                task.add_done_callback(self._result_tasks.discard)
+                self._deferred_results.append((name, node.futures))
+                if self._open == 0:
+                    self._fetch_mapped_results()
+
+    def _fetch_mapped_results(self) -> None:
+        for name, futures in self._deferred_results:
+            task = asyncio.ensure_future(self._mapped_result(name, futures))
+            self._result_tasks.add(task)
+            task.add_done_callback(self._result_tasks.discard)
+        self._deferred_results = []
 
     async def _mapped_result(self, name: str, futures: list[AnyFuture]) -> None:
         """Put a small mapped result into the status, as for any task. Only item values
@@ -647,8 +788,10 @@ class FlowEngine:
         elif self._awaiting_details:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._details_done.wait(), DETAILS_GRACE)
+        self._fetch_mapped_results()
         if self._result_tasks:
-            _, late = await asyncio.wait(self._result_tasks, timeout=0 if stopped else KILL_TIMEOUT)
+            timeout = DETAILS_GRACE if stopped else KILL_TIMEOUT
+            _, late = await asyncio.wait(self._result_tasks, timeout=timeout)
             for task in late:
                 task.cancel()
         if self._background:

@@ -9,6 +9,7 @@ to every dependent) and small worker events with the details the status needs.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import json
 import os
@@ -102,6 +103,7 @@ def _emit(topic: str, msg: dict[str, Any]) -> None:
         pass
 
 
+@functools.lru_cache(maxsize=256)  # per worker process: items of a map share their callable
 def resolve_callable(spec: str) -> Any:
     module_name, _, attr_path = spec.partition(":")
     obj: Any = importlib.import_module(module_name)
@@ -254,7 +256,7 @@ def run_task(
         if rt.report:
             _emit(rt.topic, {"task": rt.name, "event": "skipped", "time": utc_now()})
         raise TaskSkipped(rt.name)
-    started = utc_now()
+    started = utc_now() if rt.report else ""  # only events carry times
     attempt = 0
     while True:
         attempt += 1

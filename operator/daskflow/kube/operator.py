@@ -57,7 +57,8 @@ from .status import RunEndedElsewhere, StatusWriter
 log = logging.getLogger(__name__)
 
 FINALIZER = "daskflow.io/finalizer"
-SUPERVISE_INTERVAL = 1.0
+SUPERVISE_INTERVAL = 1.0  # reading the live body: no API call
+CHILD_POLL_INTERVAL = 5.0  # reading the Job and the DaskCluster: one GET each
 DEADLINE_GRACE = 10.0  # the runner enforces the deadline itself; this is the backstop
 
 
@@ -254,6 +255,8 @@ class Supervisor:
                     }
                 )
         cluster_ready = False
+        next_poll = 0.0
+        loop = asyncio.get_running_loop()
         while not stopped.is_set():
             snap = snapshot(body)
             status = snap.get("status") or {}
@@ -272,6 +275,10 @@ class Supervisor:
                     snap, Phase.FAILED, "DeadlineExceeded", f"deadline of {deadline:g}s exceeded"
                 )
                 return
+            if loop.time() < next_poll:
+                await stopped.wait(SUPERVISE_INTERVAL)
+                continue
+            next_poll = loop.time() + CHILD_POLL_INTERVAL
             if backend == "kubernetes" and not cluster_ready:
                 current = await self.api.get(DASKCLUSTERS, meta["namespace"], name)
                 if (current or {}).get("status", {}).get("phase") == "Running":
@@ -350,7 +357,13 @@ def build_registry() -> kopf.OperatorRegistry:
         return info
 
     @kopf.daemon(
-        *resource, registry=registry, cancellation_timeout=30.0, initial_delay=0, backoff=5
+        *resource,
+        registry=registry,
+        # On deletion the daemon gets this long to stop its run cleanly before kopf cancels it.
+        cancellation_backoff=15.0,
+        cancellation_timeout=30.0,
+        initial_delay=0,
+        backoff=5,
     )
     async def flowrun_daemon(
         body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any

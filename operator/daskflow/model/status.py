@@ -248,9 +248,34 @@ class StatusBook:
             out = {**head, "tasks": tasks}
             if level:
                 out["truncated"] = True
-            if len(json.dumps(out, separators=(",", ":"))) <= budget:
+            size = len(json.dumps(out, separators=(",", ":")))
+            if size <= budget:
+                break
+            if level == 0 and _drop_largest_results(tasks, size - budget):
+                out["truncated"] = True
                 break
         return out
+
+
+def _drop_largest_results(tasks: dict[str, dict[str, Any]], excess: int) -> bool:
+    """Drop results, largest first, until ``excess`` bytes are gone; False if that is not
+    enough. Keeps as many results as fit, rather than all or none."""
+    sizes = sorted(
+        (
+            (len(json.dumps(t["result"], separators=(",", ":"))) + 10, n)
+            for n, t in tasks.items()
+            if "result" in t
+        ),
+        reverse=True,
+    )
+    if sum(size for size, _ in sizes) < excess:
+        return False
+    for size, name in sizes:
+        if excess <= 0:
+            break
+        del tasks[name]["result"]
+        excess -= size
+    return True
 
 
 # (keep results, longest message) per trimming step of StatusBook.to_dict.
