@@ -110,56 +110,84 @@ def flowrun(name: str, tasks: list[dict[str, Any]], **spec: Any) -> dict[str, An
         "apiVersion": f"{GROUP}/{VERSION}",
         "kind": "FlowRun",
         "metadata": {"name": name},
-        "spec": {"cluster": {"workers": WORKERS, "threadsPerWorker": THREADS}, "tasks": tasks,
-                 **spec},
+        "spec": {
+            "cluster": {"workers": WORKERS, "threadsPerWorker": THREADS},
+            "tasks": tasks,
+            **spec,
+        },
     }
 
 
 def chain_flow(name: str, length: int = 10) -> dict[str, Any]:
     tasks: list[dict[str, Any]] = [{"name": "t00", "call": "bench_tasks:inc", "args": [0]}]
     for i in range(1, length):
-        tasks.append({"name": f"t{i:02d}", "call": "bench_tasks:inc",
-                      "args": [f"$(tasks.t{i - 1:02d}.result)"]})
+        tasks.append(
+            {
+                "name": f"t{i:02d}",
+                "call": "bench_tasks:inc",
+                "args": [f"$(tasks.t{i - 1:02d}.result)"],
+            }
+        )
     return flowrun(name, tasks)
 
 
 def map_flow(name: str, n: int) -> dict[str, Any]:
     """The fan-out of bench_engine.py: source -> n mapped inc -> total."""
-    doc = flowrun(name, [
-        {"name": "source", "call": "bench_tasks:make_items", "args": ["$(params.n)"]},
-        {"name": "work", "map": "$(tasks.source.result)", "call": "bench_tasks:inc",
-         "args": ["$(item)"]},
-        {"name": "reduce", "call": "bench_tasks:total", "args": ["$(tasks.work.result)"]},
-    ])
+    doc = flowrun(
+        name,
+        [
+            {"name": "source", "call": "bench_tasks:make_items", "args": ["$(params.n)"]},
+            {
+                "name": "work",
+                "map": "$(tasks.source.result)",
+                "call": "bench_tasks:inc",
+                "args": ["$(item)"],
+            },
+            {"name": "reduce", "call": "bench_tasks:total", "args": ["$(tasks.work.result)"]},
+        ],
+    )
     doc["spec"]["parameters"] = {"n": n}
     return doc
 
 
 def sleepy_flow(name: str, items: int, seconds: float) -> dict[str, Any]:
-    return flowrun(name, [
-        {"name": "sleep", "map": [seconds] * items, "call": "time:sleep", "args": ["$(item)"]},
-        {"name": "done", "call": "bench_tasks:total", "args": [[1, 2]],
-         "dependsOn": ["sleep"]},
-    ])
+    return flowrun(
+        name,
+        [
+            {"name": "sleep", "map": [seconds] * items, "call": "time:sleep", "args": ["$(item)"]},
+            {"name": "done", "call": "bench_tasks:total", "args": [[1, 2]], "dependsOn": ["sleep"]},
+        ],
+    )
 
 
 def wide_flow(name: str, tasks: int, result_bytes: int, chained: bool = False) -> dict[str, Any]:
     """``tasks`` tasks, each returning a ``result_bytes``-character string: independent (they
     all finish within a status interval or two), or each ``dependsOn`` the one before (results
     trickle in, so the status grows patch by patch up to its size budget)."""
-    return flowrun(name, [
-        {"name": f"r{i:03d}", "call": "builtins:str.zfill", "args": [f"r{i:03d}", result_bytes],
-         **({"dependsOn": [f"r{i - 1:03d}"]} if chained and i else {})}
-        for i in range(tasks)
-    ])
+    return flowrun(
+        name,
+        [
+            {
+                "name": f"r{i:03d}",
+                "call": "builtins:str.zfill",
+                "args": [f"r{i:03d}", result_bytes],
+                **({"dependsOn": [f"r{i - 1:03d}"]} if chained and i else {}),
+            }
+            for i in range(tasks)
+        ],
+    )
 
 
 def small_flow(name: str) -> dict[str, Any]:
-    doc = flowrun(name, [
-        {"name": "a", "command": ["echo", "a"]},
-        {"name": "b", "command": ["echo", "$(tasks.a.result)"]},
-        {"name": "c", "command": ["echo", "$(tasks.b.result)"]},
-    ], image=IMAGE)
+    doc = flowrun(
+        name,
+        [
+            {"name": "a", "command": ["echo", "a"]},
+            {"name": "b", "command": ["echo", "$(tasks.a.result)"]},
+            {"name": "c", "command": ["echo", "$(tasks.b.result)"]},
+        ],
+        image=IMAGE,
+    )
     doc["spec"]["cluster"]["startupTimeoutSeconds"] = 3600  # no kubelet: it never starts
     return doc
 
@@ -212,9 +240,16 @@ class Watcher:
         while not self._stop.is_set():
             w = k8s_watch.Watch()
             try:
-                for ev in w.stream(self.custom.list_namespaced_custom_object, GROUP, VERSION,
-                                   self.namespace, PLURAL, resource_version=self._rv,
-                                   timeout_seconds=20, allow_watch_bookmarks=True):
+                for ev in w.stream(
+                    self.custom.list_namespaced_custom_object,
+                    GROUP,
+                    VERSION,
+                    self.namespace,
+                    PLURAL,
+                    resource_version=self._rv,
+                    timeout_seconds=20,
+                    allow_watch_bookmarks=True,
+                ):
                     self._record(ev)
                     if self._stop.is_set():
                         w.stop()
@@ -223,7 +258,8 @@ class Watcher:
                 if err.status == 410:  # too old: start again from now (not expected here)
                     log(f"watch {self.namespace}: 410 Gone, relisting")
                     listed = self.custom.list_namespaced_custom_object(
-                        GROUP, VERSION, self.namespace, PLURAL)
+                        GROUP, VERSION, self.namespace, PLURAL
+                    )
                     self._rv = listed["metadata"]["resourceVersion"]
                 else:
                     log(f"watch {self.namespace}: {err.status} {err.reason}")
@@ -255,8 +291,17 @@ class Watcher:
         obj_size = len(compact(obj).encode())
         if obj_size > self.largest_object.get(name, (0, {}))[0]:
             self.largest_object[name] = (obj_size, obj)
-        seen = Seen(t, kind, name, rv, status.get("phase"), changed, size, obj_size,
-                    dict(status.get("runner") or {}))
+        seen = Seen(
+            t,
+            kind,
+            name,
+            rv,
+            status.get("phase"),
+            changed,
+            size,
+            obj_size,
+            dict(status.get("runner") or {}),
+        )
         with self._cond:
             self.events.append(seen)
             self.latest[name] = obj
@@ -277,8 +322,9 @@ class Watcher:
         return next((e for e in self.of(name) if e.phase in phases), None)
 
     def wait_phase(self, name: str, phases: tuple[str, ...], timeout: float) -> Seen:
-        seen: Seen = self.wait(f"{name} to reach {phases}",
-                               lambda: self.first(name, phases), timeout)
+        seen: Seen = self.wait(
+            f"{name} to reach {phases}", lambda: self.first(name, phases), timeout
+        )
         return seen
 
 
@@ -289,8 +335,10 @@ def object_parts(obj: dict[str, Any]) -> dict[str, int]:
         "spec": len(compact(obj.get("spec") or {}).encode()),
         "status": len(compact(obj.get("status") or {}).encode()),
         "metadata.managedFields": len(compact(meta.get("managedFields") or []).encode()),
-        **{f"metadata.annotations[{k}]": len(v.encode())
-           for k, v in (meta.get("annotations") or {}).items()},
+        **{
+            f"metadata.annotations[{k}]": len(v.encode())
+            for k, v in (meta.get("annotations") or {}).items()
+        },
     }
 
 
@@ -321,7 +369,8 @@ def analyse(watcher: Watcher, name: str) -> dict[str, Any]:
         # the first patch (Running) opens the span, so count the ones after it
         out["patches_per_s"] = round((len(during) - 1) / span, 3) if span > 0 else None
         out["max_patches_in_1s"] = max(
-            (sum(1 for u in during if t <= u < t + 1.0) for t in during), default=0)
+            (sum(1 for u in during if t <= u < t + 1.0) for t in during), default=0
+        )
         gaps = [b - a for a, b in itertools.pairwise(during)]
         out["min_gap_between_patches_s"] = round(min(gaps), 3) if gaps else None
         out["median_gap_between_patches_s"] = round(statistics.median(gaps), 3) if gaps else None
@@ -347,8 +396,10 @@ def rss(pid: int) -> dict[str, float]:
     for child in proc.children(recursive=True):
         with contextlib.suppress(psutil.Error):
             kids += child.memory_info().rss
-    return {"rss_mib": round(own / 2**20, 1),
-            "rss_with_children_mib": round((own + kids) / 2**20, 1)}
+    return {
+        "rss_mib": round(own / 2**20, 1),
+        "rss_with_children_mib": round((own + kids) / 2**20, 1),
+    }
 
 
 def cpu_seconds(pid: int) -> float:
@@ -357,20 +408,36 @@ def cpu_seconds(pid: int) -> float:
 
 
 @contextlib.contextmanager
-def operator(kube: KubeCluster, namespace: str, runner: str, backend: str,
-             status_interval: float, logs: Path | None) -> Iterator[OperatorProcess]:
+def operator(
+    kube: KubeCluster,
+    namespace: str,
+    runner: str,
+    backend: str,
+    status_interval: float,
+    logs: Path | None,
+) -> Iterator[OperatorProcess]:
     """``daskflow operator`` as its own ServiceAccount (as tests/kube/harness.operator_running,
     without printing its log)."""
     kubeconfig = prepare_operator_account(kube, namespace)
-    args = ["--runner", runner, "--namespace", namespace, "--default-backend", backend,
-            "--status-interval", f"{status_interval:g}"]
+    args = [
+        "--runner",
+        runner,
+        "--namespace",
+        namespace,
+        "--default-backend",
+        backend,
+        "--status-interval",
+        f"{status_interval:g}",
+    ]
     if runner == "pod":
         args += ["--image", IMAGE]
     op = OperatorProcess(kubeconfig, args, kube.work_dir / f"operator-{namespace}.log")
     t0 = time.perf_counter()
     op.start()
-    log(f"operator ({runner}/{backend}) ready in {time.perf_counter() - t0:.1f}s, "
-        f"pid {op.proc.pid if op.proc else '?'}")
+    log(
+        f"operator ({runner}/{backend}) ready in {time.perf_counter() - t0:.1f}s, "
+        f"pid {op.proc.pid if op.proc else '?'}"
+    )
     try:
         yield op
     finally:
@@ -448,8 +515,9 @@ def check_succeeded(watcher: Watcher, name: str) -> dict[str, Any]:
 
 
 # -- scenarios -------------------------------------------------------------------------
-def run_latency(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
-                reps: int) -> dict[str, Any]:
+def run_latency(
+    kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess, reps: int
+) -> dict[str, Any]:
     assert op.proc is not None
     runs = []
     for rep in range(reps):
@@ -480,12 +548,20 @@ def run_latency(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProces
         }
         run["teardown_wait_s"] = wait_torn_down(op)
         runs.append(run)
-        log(f"latency rep {rep}: apply->Succeeded {run['apply_to_succeeded_s']:.2f}s "
+        log(
+            f"latency rep {rep}: apply->Succeeded {run['apply_to_succeeded_s']:.2f}s "
             f"(cluster {startup:.2f}s, after cluster up {run['after_cluster_up_s']:.2f}s) "
-            f"load {load0[0]:.2f}")
+            f"load {load0[0]:.2f}"
+        )
     out: dict[str, Any] = {"tasks": 10, "reps": reps, "runs": runs}
-    for key in ("apply_to_succeeded_s", "created_to_succeeded_s", "kubectl_apply_s",
-                "cluster_startup_s", "operator_overhead_s", "after_cluster_up_s"):
+    for key in (
+        "apply_to_succeeded_s",
+        "created_to_succeeded_s",
+        "kubectl_apply_s",
+        "cluster_startup_s",
+        "operator_overhead_s",
+        "after_cluster_up_s",
+    ):
         out[key] = spread([r[key] for r in runs])
     out["load1"] = spread([x for r in runs for x in (r["load_before"][0], r["load_after"][0])])
     return out
@@ -526,8 +602,14 @@ def engine_alone(doc: dict[str, Any]) -> dict[str, Any]:
     threads_per_worker=1)``, no status sink, in a fresh child process."""
     parse_flowrun(doc)  # fail here, not in the child, on a bad manifest
     payload = json.dumps({"doc": doc, "workers": WORKERS, "threads": THREADS, "path": str(HERE)})
-    proc = subprocess.run([sys.executable, "-c", ENGINE_CHILD], input=payload,
-                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", ENGINE_CHILD],
+        input=payload,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=ROOT,
+    )
     if proc.returncode != 0:
         raise RuntimeError(f"engine child failed:\n{proc.stderr[-3000:]}")
     out: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
@@ -537,8 +619,9 @@ def engine_alone(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_map(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
-            reps: int, items: int) -> dict[str, Any]:
+def run_map(
+    kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess, reps: int, items: int
+) -> dict[str, Any]:
     custom = k8s.CustomObjectsApi(kube.api_client())
     expected = items * (items + 1) // 2
     sides: dict[str, list[dict[str, Any]]] = {"operator": [], "engine": []}
@@ -554,45 +637,75 @@ def run_map(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
                 if status["tasks"]["reduce"].get("result") != expected:
                     raise RuntimeError(f"{name}: reduce = {status['tasks']['reduce']}")
                 a = analyse(watcher, name)
-                run = {"total_s": round(a["t_done"] - t0, 3),
-                       "cluster_startup_s": a["cluster_startup_s"],
-                       "after_cluster_up_s": a["running_to_done_s"],
-                       "status_patches": a["status_patches"],
-                       "patches_per_s": a["patches_per_s"],
-                       "largest_status_bytes": a["largest_status_bytes"],
-                       "teardown_wait_s": wait_torn_down(op)}
+                run = {
+                    "total_s": round(a["t_done"] - t0, 3),
+                    "cluster_startup_s": a["cluster_startup_s"],
+                    "after_cluster_up_s": a["running_to_done_s"],
+                    "status_patches": a["status_patches"],
+                    "patches_per_s": a["patches_per_s"],
+                    "largest_status_bytes": a["largest_status_bytes"],
+                    "teardown_wait_s": wait_torn_down(op),
+                }
             else:
                 run = engine_alone(map_flow(f"map-{items}-engine", items))
                 if run.pop("result") != expected:
                     raise RuntimeError("engine alone: wrong result")
             run.update(rep=rep, first=order[0] == side, load_before=load0, load_after=loadavg())
             sides[side].append(run)
-            log(f"map {items} rep {rep} {side:<8}: total {run['total_s']:.2f}s, cluster "
+            log(
+                f"map {items} rep {rep} {side:<8}: total {run['total_s']:.2f}s, cluster "
                 f"{run['cluster_startup_s']:.2f}s, after up {run['after_cluster_up_s']:.2f}s "
-                f"load {load0[0]:.2f}")
+                f"load {load0[0]:.2f}"
+            )
     custom.api_client.close()
     out: dict[str, Any] = {"items": items, "reps": reps}
     for side, runs in sides.items():
-        out[side] = {"runs": runs, **{k: spread([r[k] for r in runs]) for k in
-                                      ("total_s", "cluster_startup_s", "after_cluster_up_s")}}
-    out["ratio_total"] = round(out["operator"]["total_s"]["median"]
-                               / out["engine"]["total_s"]["median"], 3)
-    out["ratio_after_cluster_up"] = round(out["operator"]["after_cluster_up_s"]["median"]
-                                          / out["engine"]["after_cluster_up_s"]["median"], 3)
+        out[side] = {
+            "runs": runs,
+            **{
+                k: spread([r[k] for r in runs])
+                for k in ("total_s", "cluster_startup_s", "after_cluster_up_s")
+            },
+        }
+    out["ratio_total"] = round(
+        out["operator"]["total_s"]["median"] / out["engine"]["total_s"]["median"], 3
+    )
+    out["ratio_after_cluster_up"] = round(
+        out["operator"]["after_cluster_up_s"]["median"]
+        / out["engine"]["after_cluster_up_s"]["median"],
+        3,
+    )
     # the same, pairing the two sides of each repetition (less exposed to load drifting)
-    pairs = [o["after_cluster_up_s"] / e["after_cluster_up_s"]
-             for o, e in zip(sides["operator"], sides["engine"], strict=True)]
+    pairs = [
+        o["after_cluster_up_s"] / e["after_cluster_up_s"]
+        for o, e in zip(sides["operator"], sides["engine"], strict=True)
+    ]
     out["ratio_after_cluster_up_per_rep"] = [round(x, 3) for x in pairs]
     out["ratio_after_cluster_up_median_of_pairs"] = med(pairs)
-    out["ratio_total_per_rep"] = [round(o["total_s"] / e["total_s"], 3)
-                                  for o, e in zip(sides["operator"], sides["engine"], strict=True)]
-    out["load1"] = spread([x for runs in sides.values() for r in runs
-                           for x in (r["load_before"][0], r["load_after"][0])])
+    out["ratio_total_per_rep"] = [
+        round(o["total_s"] / e["total_s"], 3)
+        for o, e in zip(sides["operator"], sides["engine"], strict=True)
+    ]
+    out["load1"] = spread(
+        [
+            x
+            for runs in sides.values()
+            for r in runs
+            for x in (r["load_before"][0], r["load_after"][0])
+        ]
+    )
     return out
 
 
-def run_patches(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
-                items: int, seconds: float, status_interval: float) -> dict[str, Any]:
+def run_patches(
+    kube: KubeCluster,
+    ns: str,
+    watcher: Watcher,
+    op: OperatorProcess,
+    items: int,
+    seconds: float,
+    status_interval: float,
+) -> dict[str, Any]:
     custom = k8s.CustomObjectsApi(kube.api_client())
     name = f"patches-{items}"
     before = metric(op.metrics(), "daskflow_status_patches_total")
@@ -606,7 +719,9 @@ def run_patches(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProces
     custom.api_client.close()
     a = analyse(watcher, name)
     out = {
-        "items": items, "item_seconds": seconds, "status_interval": status_interval,
+        "items": items,
+        "item_seconds": seconds,
+        "status_interval": status_interval,
         "running_to_done_s": a["running_to_done_s"],
         "status_patches": a["status_patches"],
         "metadata_only_updates": a["metadata_only_updates"],
@@ -615,15 +730,25 @@ def run_patches(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProces
         "min_gap_between_patches_s": a["min_gap_between_patches_s"],
         "median_gap_between_patches_s": a["median_gap_between_patches_s"],
         "metric_status_patches_delta": after - before,
-        "load_before": load0, "load_after": load1,
+        "load_before": load0,
+        "load_after": load1,
     }
-    log(f"patches: {a['status_patches']} status patches in {a['running_to_done_s']:.1f}s "
-        f"running = {a['patches_per_s']}/s (metric delta {after - before:g}) load {load0[0]:.2f}")
+    log(
+        f"patches: {a['status_patches']} status patches in {a['running_to_done_s']:.1f}s "
+        f"running = {a['patches_per_s']}/s (metric delta {after - before:g}) load {load0[0]:.2f}"
+    )
     return out
 
 
-def run_status_size(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorProcess,
-                    tasks: int, result_bytes: int, shape: str) -> dict[str, Any]:
+def run_status_size(
+    kube: KubeCluster,
+    ns: str,
+    watcher: Watcher,
+    op: OperatorProcess,
+    tasks: int,
+    result_bytes: int,
+    shape: str,
+) -> dict[str, Any]:
     name = f"wide-{tasks}-{shape}"
     doc = wide_flow(name, tasks, result_bytes, chained=shape == "chained")
     load0 = loadavg()
@@ -637,15 +762,20 @@ def run_status_size(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorPr
     status = obj["status"]
     kept = sum(1 for t in status["tasks"].values() if "result" in t)
     # kubectl hides managedFields by default; the API server stores (and watches send) them
-    full = json.loads(kube.kubectl("get", "flowrun", name, "-n", ns, "-o", "json",
-                                   "--show-managed-fields", check=True).stdout)
+    full = json.loads(
+        kube.kubectl(
+            "get", "flowrun", name, "-n", ns, "-o", "json", "--show-managed-fields", check=True
+        ).stdout
+    )
     parts = object_parts(full)
     largest_obj = watcher.largest_object[name][1]
     a = analyse(watcher, name)
     largest_bytes, largest = watcher.largest[name]
     largest_kept = sum(1 for t in (largest.get("tasks") or {}).values() if "result" in t)
     out = {
-        "tasks": tasks, "result_bytes": result_bytes, "shape": shape,
+        "tasks": tasks,
+        "result_bytes": result_bytes,
+        "shape": shape,
         "spec_bytes": len(compact(doc["spec"]).encode()),
         "apply_to_succeeded_s": round(a["t_done"] - t0, 3),
         "final_object_kubectl_json_bytes": len(got.encode()),
@@ -665,11 +795,14 @@ def run_status_size(kube: KubeCluster, ns: str, watcher: Watcher, op: OperatorPr
         "metadata_only_updates": a["metadata_only_updates"],
         "patches_per_s": a["patches_per_s"],
         "operator_rss_after": rss(op.proc.pid) if op.proc else None,
-        "load_before": load0, "load_after": load1,
+        "load_before": load0,
+        "load_after": load1,
     }
-    log(f"status ({shape}): largest {largest_bytes} B ({largest_kept} results), final "
+    log(
+        f"status ({shape}): largest {largest_bytes} B ({largest_kept} results), final "
         f"{out['final_status_bytes']} B ({kept} results, truncated={out['final_truncated']}) "
-        f"load {load0[0]:.2f}")
+        f"load {load0[0]:.2f}"
+    )
     return out
 
 
@@ -680,12 +813,15 @@ def apiserver_requests(kube: KubeCluster) -> dict[str, float]:
     for line in text.splitlines():
         if not line.startswith("apiserver_request_total{"):
             continue
-        labels = dict(kv.split("=", 1) for kv in line[line.index("{") + 1:line.index("}")]
-                      .replace('"', "").split(","))
+        labels = dict(
+            kv.split("=", 1)
+            for kv in line[line.index("{") + 1 : line.index("}")].replace('"', "").split(",")
+        )
         if labels.get("resource") not in ("jobs", "daskclusters", "flowruns", "events"):
             continue
         key = f"{labels.get('verb')} {labels.get('resource')}" + (
-            f"/{labels['subresource']}" if labels.get("subresource") else "")
+            f"/{labels['subresource']}" if labels.get("subresource") else ""
+        )
         out[key] = out.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
     return out
 
@@ -695,21 +831,34 @@ def sample_rss(pid: int, seconds: float, every: float = 1.0) -> list[dict[str, A
     end = time.perf_counter() + seconds
     while True:
         with contextlib.suppress(psutil.Error):
-            samples.append({**rss(pid), "threads": psutil.Process(pid).num_threads(),
-                            "t": round(time.perf_counter(), 2)})
+            samples.append(
+                {
+                    **rss(pid),
+                    "threads": psutil.Process(pid).num_threads(),
+                    "t": round(time.perf_counter(), 2),
+                }
+            )
         if time.perf_counter() >= end:
             return samples
         time.sleep(every)
 
 
-def run_memory(kube: KubeCluster, ns: str, status_interval: float, count: int, window: float,
-               rounds: int, logs: Path | None) -> dict[str, Any]:
+def run_memory(
+    kube: KubeCluster,
+    ns: str,
+    status_interval: float,
+    count: int,
+    window: float,
+    rounds: int,
+    logs: Path | None,
+) -> dict[str, Any]:
     custom = k8s.CustomObjectsApi(kube.api_client())
     cp_pids = {p.name: p.popen.pid for p in getattr(kube, "_processes", [])}
-    out: dict[str, Any] = {"flowruns": count, "mode": "pod", "backend": "kubernetes",
-                           "rounds": []}
-    with Watcher(kube, ns) as watcher, \
-            operator(kube, ns, "pod", "kubernetes", status_interval, logs) as op:
+    out: dict[str, Any] = {"flowruns": count, "mode": "pod", "backend": "kubernetes", "rounds": []}
+    with (
+        Watcher(kube, ns) as watcher,
+        operator(kube, ns, "pod", "kubernetes", status_interval, logs) as op,
+    ):
         assert op.proc is not None
         pid = op.proc.pid
         time.sleep(5)  # let it settle: peering, first watch lists
@@ -720,21 +869,31 @@ def run_memory(kube: KubeCluster, ns: str, status_interval: float, count: int, w
             "rss_mib": spread([s["rss_mib"] for s in idle]),
             "threads": idle[-1]["threads"],
             "cpu_percent": round(100 * (cpu_seconds(pid) - cpu0) / (time.perf_counter() - t0), 1),
-            "load_before": load0, "load_after": loadavg(),
+            "load_before": load0,
+            "load_after": loadavg(),
         }
         log(f"memory: idle RSS {out['idle']['rss_mib']['median']} MiB, load {load0[0]:.2f}")
         for rnd in range(rounds):
             out["rounds"].append(
-                memory_round(kube, custom, watcher, ns, pid, cp_pids, count, window, rnd))
+                memory_round(kube, custom, watcher, ns, pid, cp_pids, count, window, rnd)
+            )
     custom.api_client.close()
     out["busy"] = out["rounds"][0]
     out["after_delete"] = out["rounds"][-1]["after_delete"]
     return out
 
 
-def memory_round(kube: KubeCluster, custom: k8s.CustomObjectsApi, watcher: Watcher, ns: str,
-                 pid: int, cp_pids: dict[str, int], count: int, window: float,
-                 rnd: int) -> dict[str, Any]:
+def memory_round(
+    kube: KubeCluster,
+    custom: k8s.CustomObjectsApi,
+    watcher: Watcher,
+    ns: str,
+    pid: int,
+    cp_pids: dict[str, int],
+    count: int,
+    window: float,
+    rnd: int,
+) -> dict[str, Any]:
     """Create ``count`` FlowRuns, wait until each has its Job and DaskCluster, sample the
     operator for ``window`` seconds, then delete them all (through the finalizer)."""
     names = [f"small-{rnd}-{i:03d}" for i in range(count)]
@@ -754,11 +913,14 @@ def memory_round(kube: KubeCluster, custom: k8s.CustomObjectsApi, watcher: Watch
         evs = watcher.of(n)
         added = next(e.t for e in evs if e.type == "ADDED")
         first_status.append(next(e.t for e in evs if e.runner) - added)
-    log(f"memory round {rnd}: {count} created in {t_created - t_create:.1f}s, all Pending with "
-        f"Job + DaskCluster after {t_pending - t_create:.1f}s")
+    log(
+        f"memory round {rnd}: {count} created in {t_created - t_create:.1f}s, all Pending with "
+        f"Job + DaskCluster after {t_pending - t_create:.1f}s"
+    )
     jobs = custom.list_namespaced_custom_object("batch", "v1", ns, "jobs")["items"]
-    clusters = custom.list_namespaced_custom_object("kubernetes.dask.org", "v1", ns,
-                                                    "daskclusters")["items"]
+    clusters = custom.list_namespaced_custom_object(
+        "kubernetes.dask.org", "v1", ns, "daskclusters"
+    )["items"]
     req0, cpu0, t0 = apiserver_requests(kube), cpu_seconds(pid), time.perf_counter()
     cp_cpu0 = {k: cpu_seconds(v) for k, v in cp_pids.items()}
     busy = sample_rss(pid, window)
@@ -772,41 +934,56 @@ def memory_round(kube: KubeCluster, custom: k8s.CustomObjectsApi, watcher: Watch
         phases[ph] = phases.get(ph, 0) + 1
     out: dict[str, Any] = {
         "round": rnd,
-        "jobs": len(jobs), "daskclusters": len(clusters), "phases": phases,
+        "jobs": len(jobs),
+        "daskclusters": len(clusters),
+        "phases": phases,
         "create_s": round(t_created - t_create, 2),
         "all_pending_after_s": round(t_pending - t_create, 2),
         "added_to_pending_status_s": spread(first_status),
         "window_s": round(elapsed, 1),
         "rss_mib": spread([s["rss_mib"] for s in busy]),
-        "rss_first_mib": busy[0]["rss_mib"], "rss_last_mib": busy[-1]["rss_mib"],
+        "rss_first_mib": busy[0]["rss_mib"],
+        "rss_last_mib": busy[-1]["rss_mib"],
         "threads": spread([s["threads"] for s in busy]),
         "cpu_percent": round(100 * (cpu1 - cpu0) / elapsed, 1),
-        "control_plane_cpu_percent": {k: round(100 * (cp_cpu1[k] - cp_cpu0[k]) / elapsed, 1)
-                                      for k in cp_pids},
-        "api_requests_per_s": {k: round((req1.get(k, 0) - req0.get(k, 0)) / elapsed, 1)
-                               for k in sorted(req1) if req1.get(k, 0) - req0.get(k, 0) > 0},
-        "load_before": load0, "load_after": load1,
+        "control_plane_cpu_percent": {
+            k: round(100 * (cp_cpu1[k] - cp_cpu0[k]) / elapsed, 1) for k in cp_pids
+        },
+        "api_requests_per_s": {
+            k: round((req1.get(k, 0) - req0.get(k, 0)) / elapsed, 1)
+            for k in sorted(req1)
+            if req1.get(k, 0) - req0.get(k, 0) > 0
+        },
+        "load_before": load0,
+        "load_after": load1,
     }
-    log(f"memory round {rnd}: busy RSS {out['rss_mib']}, threads {out['threads']}, "
-        f"cpu {out['cpu_percent']}%, requests/s {out['api_requests_per_s']} load {load1[0]:.2f}")
+    log(
+        f"memory round {rnd}: busy RSS {out['rss_mib']}, threads {out['threads']}, "
+        f"cpu {out['cpu_percent']}%, requests/s {out['api_requests_per_s']} load {load1[0]:.2f}"
+    )
     # Then delete them all (the finalizer goes through the operator) and look again.
     t_del = time.perf_counter()
     for name in names:
         custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
     gone: float | None
     try:
-        watcher.wait("the FlowRuns to be gone", lambda: all(
-            any(e.type == "DELETED" for e in watcher.of(n)) for n in names), 300)
+        watcher.wait(
+            "the FlowRuns to be gone",
+            lambda: all(any(e.type == "DELETED" for e in watcher.of(n)) for n in names),
+            300,
+        )
         gone = round(time.perf_counter() - t_del, 2)
     except TimeoutError:
         gone = None
     time.sleep(5)
     after = sample_rss(pid, 5)
-    out["after_delete"] = {"deleted_after_s": gone,
-                           "rss_mib": spread([s["rss_mib"] for s in after]),
-                           "threads": after[-1]["threads"], "load": loadavg()}
-    log(f"memory round {rnd}: all deleted after {gone}s; RSS then "
-        f"{out['after_delete']['rss_mib']}")
+    out["after_delete"] = {
+        "deleted_after_s": gone,
+        "rss_mib": spread([s["rss_mib"] for s in after]),
+        "threads": after[-1]["threads"],
+        "load": loadavg(),
+    }
+    log(f"memory round {rnd}: all deleted after {gone}s; RSS then {out['after_delete']['rss_mib']}")
     return out
 
 
@@ -827,17 +1004,32 @@ def environment(kube: ControlPlane | None) -> dict[str, Any]:
         from tests.kube.controlplane import KUBE_VERSION
 
         out["kube_apiserver"] = KUBE_VERSION
-        out["git_head"] = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-                                         capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "operator/"],
-                               capture_output=True, text=True, check=True).stdout.strip()
+        out["git_head"] = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "operator/"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
         out["operator_tree_dirty"] = bool(dirty)
     # which code was measured, since the tree may be dirty
-    for rel in ("engine/flow.py", "engine/worker.py", "kube/operator.py", "kube/runner.py",
-                "kube/status.py", "model/status.py"):
+    for rel in (
+        "engine/flow.py",
+        "engine/worker.py",
+        "kube/operator.py",
+        "kube/runner.py",
+        "kube/status.py",
+        "model/status.py",
+    ):
         with contextlib.suppress(OSError):
             out.setdefault("code_sha256_12", {})[rel] = hashlib.sha256(
-                (ROOT / "operator" / "daskflow" / rel).read_bytes()).hexdigest()[:12]
+                (ROOT / "operator" / "daskflow" / rel).read_bytes()
+            ).hexdigest()[:12]
     if kube is not None and kube.startup_seconds is not None:
         out["control_plane_startup_s"] = round(kube.startup_seconds, 1)
     return out
@@ -854,104 +1046,191 @@ def print_table(report: dict[str, Any]) -> None:
         x = r["latency"]
         load = fmt(x["load1"])
         rows += [
-            (f"10-task chain: kubectl apply -> Succeeded, s (R={x['reps']})",
-             fmt(x["apply_to_succeeded_s"]), load),
-            ("  of which LocalCluster start (clusterStartupSeconds), s",
-             fmt(x["cluster_startup_s"]), load),
-            ("  of which operator before the engine (pick-up, 1st patch), s",
-             fmt(x["operator_overhead_s"]), load),
-            ("  of which after the cluster is up (Running -> Succeeded), s",
-             fmt(x["after_cluster_up_s"]), load),
+            (
+                f"10-task chain: kubectl apply -> Succeeded, s (R={x['reps']})",
+                fmt(x["apply_to_succeeded_s"]),
+                load,
+            ),
+            (
+                "  of which LocalCluster start (clusterStartupSeconds), s",
+                fmt(x["cluster_startup_s"]),
+                load,
+            ),
+            (
+                "  of which operator before the engine (pick-up, 1st patch), s",
+                fmt(x["operator_overhead_s"]),
+                load,
+            ),
+            (
+                "  of which after the cluster is up (Running -> Succeeded), s",
+                fmt(x["after_cluster_up_s"]),
+                load,
+            ),
             ("  of which kubectl apply itself, s", fmt(x["kubectl_apply_s"]), load),
         ]
     if "map" in r:
         x = r["map"]
         load = fmt(x["load1"])
         rows += [
-            (f"{x['items']}-item map via operator, total s (R={x['reps']})",
-             fmt(x["operator"]["total_s"]), load),
+            (
+                f"{x['items']}-item map via operator, total s (R={x['reps']})",
+                fmt(x["operator"]["total_s"]),
+                load,
+            ),
             (f"{x['items']}-item map, engine alone, total s", fmt(x["engine"]["total_s"]), load),
             ("  ratio operator/engine, total (medians)", f"{x['ratio_total']:.2f}", load),
-            ("  after cluster up: operator s / engine s",
-             f"{fmt(x['operator']['after_cluster_up_s'])} / "
-             f"{fmt(x['engine']['after_cluster_up_s'])}", load),
-            ("  ratio operator/engine, after cluster up (medians)",
-             f"{x['ratio_after_cluster_up']:.2f}", load),
-            ("  same, per repetition (operator/engine of each pair)",
-             " ".join(f"{v:.2f}" for v in x["ratio_after_cluster_up_per_rep"]), load),
+            (
+                "  after cluster up: operator s / engine s",
+                f"{fmt(x['operator']['after_cluster_up_s'])} / "
+                f"{fmt(x['engine']['after_cluster_up_s'])}",
+                load,
+            ),
+            (
+                "  ratio operator/engine, after cluster up (medians)",
+                f"{x['ratio_after_cluster_up']:.2f}",
+                load,
+            ),
+            (
+                "  same, per repetition (operator/engine of each pair)",
+                " ".join(f"{v:.2f}" for v in x["ratio_after_cluster_up_per_rep"]),
+                load,
+            ),
         ]
     if "patches" in r:
         x = r["patches"]
         load = f"{x['load_before'][0]:.2f}->{x['load_after'][0]:.2f}"
         rows += [
-            (f"status patches/s per FlowRun ({x['items']}x{x['item_seconds']:g}s map, "
-             f"interval {x['status_interval']:g}s)",
-             f"{x['patches_per_s']:.2f} ({x['status_patches']} in {x['running_to_done_s']:.1f}s)",
-             load),
-            ("  max status patches in any 1 s / min gap s",
-             f"{x['max_patches_in_1s']} / {x['min_gap_between_patches_s']}", load),
-            ("  daskflow_status_patches_total delta", f"{x['metric_status_patches_delta']:g}",
-             load),
+            (
+                f"status patches/s per FlowRun ({x['items']}x{x['item_seconds']:g}s map, "
+                f"interval {x['status_interval']:g}s)",
+                f"{x['patches_per_s']:.2f} ({x['status_patches']} in {x['running_to_done_s']:.1f}s)",
+                load,
+            ),
+            (
+                "  max status patches in any 1 s / min gap s",
+                f"{x['max_patches_in_1s']} / {x['min_gap_between_patches_s']}",
+                load,
+            ),
+            (
+                "  daskflow_status_patches_total delta",
+                f"{x['metric_status_patches_delta']:g}",
+                load,
+            ),
         ]
     if "status" in r:
         x = r["status"]
         load = f"{x['load_before'][0]:.2f}->{x['load_after'][0]:.2f}"
         rows += [
-            (f"largest .status, {x['tasks']} tasks x {x['result_bytes']} B results, bytes",
-             f"{x['largest_status_bytes']} ({x['largest_status_results_kept']} results, "
-             f"{x['shape']})", load),
-            *[(f"  largest .status, {k} tasks, bytes (results kept)",
-               f"{v['largest_status_bytes']} ({v['largest_status_results_kept']})",
-               f"{v['load_before'][0]:.2f}->{v['load_after'][0]:.2f}")
-              for k, v in x.get("shapes", {}).items()],
-            ("  final .status compact / as kubectl -o json prints it, bytes",
-             f"{x['final_status_bytes']} / {x['final_status_kubectl_json_bytes']}", load),
-            ("  final object (kubectl get -o json), bytes",
-             f"{x['final_object_kubectl_json_bytes']}", load),
-            ("  final managedFields / last-applied annotation, compact bytes",
-             f"{x['final_object_parts_compact_bytes'].get('metadata.managedFields', 0)} / "
-             f"{x['final_object_parts_compact_bytes'].get(LAST_APPLIED, 0)}", load),
-            ("  largest object on the watch, compact bytes (of which managedFields)",
-             f"{x['largest_object_compact_bytes']} "
-             f"({x['largest_object_parts_compact_bytes']['metadata.managedFields']})", load),
-            ("  results kept in final status; truncated",
-             f"{x['final_results_kept']}/{x['tasks']}; {x['final_truncated']}", load),
+            (
+                f"largest .status, {x['tasks']} tasks x {x['result_bytes']} B results, bytes",
+                f"{x['largest_status_bytes']} ({x['largest_status_results_kept']} results, "
+                f"{x['shape']})",
+                load,
+            ),
+            *[
+                (
+                    f"  largest .status, {k} tasks, bytes (results kept)",
+                    f"{v['largest_status_bytes']} ({v['largest_status_results_kept']})",
+                    f"{v['load_before'][0]:.2f}->{v['load_after'][0]:.2f}",
+                )
+                for k, v in x.get("shapes", {}).items()
+            ],
+            (
+                "  final .status compact / as kubectl -o json prints it, bytes",
+                f"{x['final_status_bytes']} / {x['final_status_kubectl_json_bytes']}",
+                load,
+            ),
+            (
+                "  final object (kubectl get -o json), bytes",
+                f"{x['final_object_kubectl_json_bytes']}",
+                load,
+            ),
+            (
+                "  final managedFields / last-applied annotation, compact bytes",
+                f"{x['final_object_parts_compact_bytes'].get('metadata.managedFields', 0)} / "
+                f"{x['final_object_parts_compact_bytes'].get(LAST_APPLIED, 0)}",
+                load,
+            ),
+            (
+                "  largest object on the watch, compact bytes (of which managedFields)",
+                f"{x['largest_object_compact_bytes']} "
+                f"({x['largest_object_parts_compact_bytes']['metadata.managedFields']})",
+                load,
+            ),
+            (
+                "  results kept in final status; truncated",
+                f"{x['final_results_kept']}/{x['tasks']}; {x['final_truncated']}",
+                load,
+            ),
             ("  apply -> Succeeded, s", f"{x['apply_to_succeeded_s']:.2f}", load),
         ]
     if "memory" in r:
         x = r["memory"]
         i, b = x["idle"], x["busy"]
         rows += [
-            ("operator RSS idle (pod mode), MiB", fmt(i["rss_mib"]),
-             f"{i['load_before'][0]:.2f}->{i['load_after'][0]:.2f}"),
-            (f"operator RSS with {x['flowruns']} Pending FlowRuns (pod mode), MiB",
-             fmt(b["rss_mib"]), f"{b['load_before'][0]:.2f}->{b['load_after'][0]:.2f}"),
-            (f"  operator CPU idle / with {x['flowruns']}, %",
-             f"{i['cpu_percent']} / {b['cpu_percent']}", ""),
-            (f"  all {x['flowruns']} with Job+DaskCluster+status after, s",
-             f"{b['all_pending_after_s']}", ""),
-            ("  API requests/s meanwhile (all clients)",
-             ", ".join(f"{k} {v:g}" for k, v in b["api_requests_per_s"].items()), ""),
-            ("  kube-apiserver / etcd CPU meanwhile, %",
-             f"{b['control_plane_cpu_percent'].get('kube-apiserver')} / "
-             f"{b['control_plane_cpu_percent'].get('etcd')}", ""),
+            (
+                "operator RSS idle (pod mode), MiB",
+                fmt(i["rss_mib"]),
+                f"{i['load_before'][0]:.2f}->{i['load_after'][0]:.2f}",
+            ),
+            (
+                f"operator RSS with {x['flowruns']} Pending FlowRuns (pod mode), MiB",
+                fmt(b["rss_mib"]),
+                f"{b['load_before'][0]:.2f}->{b['load_after'][0]:.2f}",
+            ),
+            (
+                f"  operator CPU idle / with {x['flowruns']}, %",
+                f"{i['cpu_percent']} / {b['cpu_percent']}",
+                "",
+            ),
+            (
+                f"  all {x['flowruns']} with Job+DaskCluster+status after, s",
+                f"{b['all_pending_after_s']}",
+                "",
+            ),
+            (
+                "  API requests/s meanwhile (all clients)",
+                ", ".join(f"{k} {v:g}" for k, v in b["api_requests_per_s"].items()),
+                "",
+            ),
+            (
+                "  kube-apiserver / etcd CPU meanwhile, %",
+                f"{b['control_plane_cpu_percent'].get('kube-apiserver')} / "
+                f"{b['control_plane_cpu_percent'].get('etcd')}",
+                "",
+            ),
         ]
         for rd in x["rounds"]:
             rows += [
-                (f"  round {rd['round']}: RSS with them / after deleting them, MiB",
-                 f"{fmt(rd['rss_mib'])} / {fmt(rd['after_delete']['rss_mib'])}",
-                 f"{rd['load_before'][0]:.2f}->{rd['after_delete']['load'][0]:.2f}"),
-                (f"  round {rd['round']}: operator threads idle / with them",
-                 f"{i['threads']} / {rd['threads']['max']:g}", ""),
+                (
+                    f"  round {rd['round']}: RSS with them / after deleting them, MiB",
+                    f"{fmt(rd['rss_mib'])} / {fmt(rd['after_delete']['rss_mib'])}",
+                    f"{rd['load_before'][0]:.2f}->{rd['after_delete']['load'][0]:.2f}",
+                ),
+                (
+                    f"  round {rd['round']}: operator threads idle / with them",
+                    f"{i['threads']} / {rd['threads']['max']:g}",
+                    "",
+                ),
             ]
         if "inprocess_rss" in r:
             y = r["inprocess_rss"]
-            rows.append(("operator RSS idle (in-process mode), MiB", f"{y['idle']['rss_mib']}",
-                         f"{y['idle']['load'][0]:.2f}"))
+            rows.append(
+                (
+                    "operator RSS idle (in-process mode), MiB",
+                    f"{y['idle']['rss_mib']}",
+                    f"{y['idle']['load'][0]:.2f}",
+                )
+            )
     elif "inprocess_rss" in r:
         y = r["inprocess_rss"]
-        rows.append(("operator RSS idle (in-process mode), MiB", f"{y['idle']['rss_mib']}",
-                     f"{y['idle']['load'][0]:.2f}"))
+        rows.append(
+            (
+                "operator RSS idle (in-process mode), MiB",
+                f"{y['idle']['rss_mib']}",
+                f"{y['idle']['load'][0]:.2f}",
+            )
+        )
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)
     head = f"{'measure':<{w0}}  {'median (min-max) / value':<{w1}}  load1"
@@ -959,8 +1238,10 @@ def print_table(report: dict[str, Any]) -> None:
     print("-" * len(head))
     for a, b, c in rows:
         print(f"{a:<{w0}}  {b:<{w1}}  {c}")
-    print("load1 = 1-min load average (median (min-max) around the runs, or before->after); "
-          f"{report['environment']['cpus']} CPUs")
+    print(
+        "load1 = 1-min load average (median (min-max) around the runs, or before->after); "
+        f"{report['environment']['cpus']} CPUs"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -971,7 +1252,8 @@ def main(args: argparse.Namespace) -> int:
     # The flows call bench_tasks (this folder): the operator's LocalCluster workers get the
     # operator's PYTHONPATH (daskflow.engine.local.worker_pythonpath), the operator ours.
     os.environ["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p)
+        p for p in (str(HERE), os.environ.get("PYTHONPATH", "")) if p
+    )
     logs = Path(args.keep_logs) if args.keep_logs else None
     started = dt.datetime.now(dt.UTC)
     report: dict[str, Any] = {
@@ -992,31 +1274,43 @@ def main(args: argparse.Namespace) -> int:
         if only & {"latency", "map", "patches", "status"}:
             ns = "bench-inprocess"
             create_namespace(kube, ns)
-            with Watcher(kube, ns) as watcher, \
-                    operator(kube, ns, "in-process", "local", args.status_interval, logs) as op:
+            with (
+                Watcher(kube, ns) as watcher,
+                operator(kube, ns, "in-process", "local", args.status_interval, logs) as op,
+            ):
                 assert op.proc is not None
                 time.sleep(5)
                 results["inprocess_rss"] = {"idle": {**rss(op.proc.pid), "load": loadavg()}}
                 if "latency" in only:
                     results["latency"] = run_latency(kube, ns, watcher, op, args.reps)
                 if "map" in only:
-                    results["map"] = run_map(kube, ns, watcher, op, args.map_reps,
-                                             args.map_items)
+                    results["map"] = run_map(kube, ns, watcher, op, args.map_reps, args.map_items)
                 if "patches" in only:
-                    results["patches"] = run_patches(kube, ns, watcher, op, args.patch_items,
-                                                     args.patch_sleep, args.status_interval)
+                    results["patches"] = run_patches(
+                        kube,
+                        ns,
+                        watcher,
+                        op,
+                        args.patch_items,
+                        args.patch_sleep,
+                        args.status_interval,
+                    )
                 if "status" in only:
-                    shapes = {shape: run_status_size(kube, ns, watcher, op, args.wide_tasks,
-                                                     args.result_bytes, shape)
-                              for shape in ("independent", "chained")}
+                    shapes = {
+                        shape: run_status_size(
+                            kube, ns, watcher, op, args.wide_tasks, args.result_bytes, shape
+                        )
+                        for shape in ("independent", "chained")
+                    }
                     biggest = max(shapes.values(), key=lambda x: x["largest_status_bytes"])
                     results["status"] = {**biggest, "shapes": shapes}
                 results["inprocess_rss"]["end"] = {**rss(op.proc.pid), "load": loadavg()}
         if "memory" in only:
             ns = "bench-pods"
             create_namespace(kube, ns)
-            results["memory"] = run_memory(kube, ns, args.status_interval, args.pods,
-                                           args.pod_window, args.pod_rounds, logs)
+            results["memory"] = run_memory(
+                kube, ns, args.status_interval, args.pods, args.pod_window, args.pod_rounds, logs
+            )
     finally:
         report["environment"] = environment(kube)
         report["operator_log_warnings"] = LOG_WARNINGS
@@ -1035,25 +1329,55 @@ def main(args: argparse.Namespace) -> int:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--reps", "-R", type=int, default=5,
-                   help="repetitions of the 10-task latency run (default 5)")
-    p.add_argument("--map-reps", type=int, default=7,
-                   help="repetitions per side of the mapped run (default 7)")
+    p.add_argument(
+        "--reps",
+        "-R",
+        type=int,
+        default=5,
+        help="repetitions of the 10-task latency run (default 5)",
+    )
+    p.add_argument(
+        "--map-reps", type=int, default=7, help="repetitions per side of the mapped run (default 7)"
+    )
     p.add_argument("--map-items", type=int, default=1000, help="items of the mapped run (1000)")
-    p.add_argument("--patch-items", type=int, default=300,
-                   help="items of the long-ish run that counts status patches (300)")
-    p.add_argument("--patch-sleep", type=float, default=0.2,
-                   help="seconds each of those items sleeps (0.2: ~30 s on 2 workers)")
+    p.add_argument(
+        "--patch-items",
+        type=int,
+        default=300,
+        help="items of the long-ish run that counts status patches (300)",
+    )
+    p.add_argument(
+        "--patch-sleep",
+        type=float,
+        default=0.2,
+        help="seconds each of those items sleeps (0.2: ~30 s on 2 workers)",
+    )
     p.add_argument("--wide-tasks", type=int, default=500, help="tasks of the status-size run")
     p.add_argument("--result-bytes", type=int, default=900, help="result size of each of them")
-    p.add_argument("--pods", type=int, default=100,
-                   help="concurrent FlowRuns for the pod-mode memory figure (100)")
-    p.add_argument("--pod-window", type=float, default=30.0,
-                   help="seconds to sample the operator with them all Pending (30)")
-    p.add_argument("--pod-rounds", type=int, default=2,
-                   help="create/sample/delete rounds of them, to see whether RSS keeps growing")
-    p.add_argument("--status-interval", type=float, default=1.0,
-                   help="the operator's --status-interval (its default, 1.0)")
+    p.add_argument(
+        "--pods",
+        type=int,
+        default=100,
+        help="concurrent FlowRuns for the pod-mode memory figure (100)",
+    )
+    p.add_argument(
+        "--pod-window",
+        type=float,
+        default=30.0,
+        help="seconds to sample the operator with them all Pending (30)",
+    )
+    p.add_argument(
+        "--pod-rounds",
+        type=int,
+        default=2,
+        help="create/sample/delete rounds of them, to see whether RSS keeps growing",
+    )
+    p.add_argument(
+        "--status-interval",
+        type=float,
+        default=1.0,
+        help="the operator's --status-interval (its default, 1.0)",
+    )
     p.add_argument("--only", help=f"comma-separated subset of {','.join(SCENARIOS)}")
     p.add_argument("--label", default="local", help="names results/operator-<label>.json")
     p.add_argument("--keep-logs", metavar="DIR", help="copy the operators' logs to DIR")
