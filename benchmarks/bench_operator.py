@@ -1103,7 +1103,8 @@ def print_table(report: dict[str, Any]) -> None:
             (
                 f"status patches/s per FlowRun ({x['items']}x{x['item_seconds']:g}s map, "
                 f"interval {x['status_interval']:g}s)",
-                f"{x['patches_per_s']:.2f} ({x['status_patches']} in {x['running_to_done_s']:.1f}s)",
+                f"{x['patches_per_s']:.2f} "
+                f"({x['status_patches']} in {x['running_to_done_s']:.1f}s)",
                 load,
             ),
             (
