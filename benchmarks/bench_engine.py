@@ -61,6 +61,7 @@ import distributed  # noqa: E402
 from distributed import Client, LocalCluster  # noqa: E402
 
 import bench_tasks  # noqa: E402
+from bench_common import git_state  # noqa: E402
 from daskflow.engine.flow import FlowEngine  # noqa: E402
 from daskflow.model.validate import parse_flowrun  # noqa: E402
 
@@ -330,18 +331,7 @@ def _engine_fingerprint() -> dict[str, str]:
         with contextlib.suppress(OSError):
             out[rel] = hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()[:12]
     with contextlib.suppress(Exception):
-        out["git_head"] = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "operator/"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
+        out["git_head"], dirty = git_state(ROOT)
         out["engine_tree_dirty"] = "yes" if dirty else "no"
     return out
 

@@ -74,6 +74,7 @@ from tests.kube.harness import (  # noqa: E402
     prepare_operator_account,
 )
 
+from bench_common import git_state  # noqa: E402
 from daskflow.model.validate import parse_flowrun  # noqa: E402
 
 GROUP, VERSION, PLURAL = "daskflow.io", "v1alpha1", "flowruns"
@@ -1004,19 +1005,7 @@ def environment(kube: ControlPlane | None) -> dict[str, Any]:
         from tests.kube.controlplane import KUBE_VERSION
 
         out["kube_apiserver"] = KUBE_VERSION
-        out["git_head"] = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "operator/"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-        out["operator_tree_dirty"] = bool(dirty)
+        out["git_head"], out["operator_tree_dirty"] = git_state(ROOT)
     # which code was measured, since the tree may be dirty
     for rel in (
         "engine/flow.py",
