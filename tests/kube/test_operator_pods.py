@@ -369,3 +369,55 @@ def test_lost_runner_is_replaced_without_rerunning_finished_tasks(
     assert runs_of(marker, "first") == 1
     assert status["tasks"]["size"]["result"].strip() == "3000"
     assert status["runner"]["restarts"] == 1
+
+
+def test_a_runner_that_never_starts_still_meets_its_deadline(
+    crds: KubeCluster, namespace: str
+) -> None:
+    """No kubelet runs the runner Job, so no runner ever writes a startTime: the deadline
+    counts from the FlowRun's creation, and the run cannot stay Pending forever."""
+    with operator_running(crds, namespace, runner="pod", backend="local"):
+        apply(
+            crds,
+            flowrun("never-runs", [{"name": "hi", "command": ["echo", "hi"]}], deadlineSeconds=1),
+            namespace,
+        )
+        status = wait_for_phase(crds, namespace, "never-runs", timeout=60)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "DeadlineExceeded")
+    assert status["tasks"]["hi"]["state"] == "Cancelled"
+
+
+def test_a_strangers_object_under_the_childs_name_fails_the_run(
+    crds: KubeCluster, namespace: str
+) -> None:
+    from daskflow.kube.builders import child_name
+
+    # Given a FlowRun, and a Job that is not its own under the name its runner Job would get
+    apply(crds, flowrun("squatted", [{"name": "hi", "command": ["echo", "hi"]}]), namespace)
+    fr = get_flowrun(crds, namespace, "squatted")
+    assert fr is not None
+    name = child_name("squatted", fr["metadata"]["uid"])
+    apply(
+        crds,
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name},
+            "spec": {
+                "template": {
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": "busybox"}],
+                    }
+                }
+            },
+        },
+        namespace,
+    )
+    # When the operator picks the FlowRun up
+    with operator_running(crds, namespace, runner="pod", backend="local"):
+        status = wait_for_phase(crds, namespace, "squatted", timeout=60)["status"]
+    # Then the run fails with a clear reason, and the stranger's Job is left alone
+    assert (status["phase"], status["reason"]) == ("Failed", "ChildConflict")
+    assert "belongs to someone else" in status["message"]
+    assert get(crds, "jobs.batch", namespace, name) is not None

@@ -205,10 +205,9 @@ class FlowRunMetrics:
             cluster = spec.get("cluster") or {}
             workers = int(cluster.get("workers", 2))
             deadline = None
-            if spec.get("deadlineSeconds") and status.get("startTime"):
-                deadline = parse_time(status["startTime"]).timestamp() + float(
-                    spec["deadlineSeconds"]
-                )
+            since = status.get("startTime") or meta.get("creationTimestamp")
+            if spec.get("deadlineSeconds") and since:
+                deadline = parse_time(since).timestamp() + float(spec["deadlineSeconds"])
             self._live[uid] = (namespace, workers, deadline)
         self._refresh_gauges()
 

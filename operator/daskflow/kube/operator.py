@@ -86,6 +86,10 @@ def _task_names(body: dict[str, Any]) -> list[str]:
     return [t["name"] for t in tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
 
 
+class ChildConflict(Exception):
+    """A child's deterministic name is taken by an object that is not this FlowRun's."""
+
+
 class Supervisor:
     """Everything the handlers share: configuration, API access and metrics."""
 
@@ -110,8 +114,8 @@ class Supervisor:
             return await self.api.create(res, meta["namespace"], obj)
         refs = existing.get("metadata", {}).get("ownerReferences") or []
         if not any(r.get("uid") == flow_uid for r in refs):
-            raise kopf.PermanentError(
-                f"{obj['kind']} {meta['name']} exists and belongs to someone else"
+            raise ChildConflict(
+                f"{obj['kind']} {meta['name']} already exists and belongs to someone else"
             )
         return existing
 
@@ -151,10 +155,13 @@ class Supervisor:
             except ManifestError as err:
                 await self.end(snap, Phase.FAILED, "InvalidSpec", str(err))
             else:
-                if self.config.runner == "in-process":
-                    await self._run_in_process(body, stopped)
-                else:
-                    await self._run_in_pod(body, flow, stopped)
+                try:
+                    if self.config.runner == "in-process":
+                        await self._run_in_process(body, stopped)
+                    else:
+                        await self._run_in_pod(body, flow, stopped)
+                except ChildConflict as err:
+                    await self.end(snapshot(body), Phase.FAILED, "ChildConflict", str(err))
         if stopped.is_set():
             return
         snap = snapshot(body)
@@ -269,7 +276,10 @@ class Supervisor:
                 return
             now = datetime.now(UTC)
             deadline = spec.get("deadlineSeconds")
-            started = parse_time(status["startTime"]) if status.get("startTime") else None
+            # A runner that never started (say, its image cannot be pulled) has written no
+            # startTime: the deadline then counts from the FlowRun's creation.
+            since = status.get("startTime") or snap["metadata"].get("creationTimestamp")
+            started = parse_time(since) if since else None
             if deadline and started and (now - started).total_seconds() > deadline + DEADLINE_GRACE:
                 await self.end(
                     snap, Phase.FAILED, "DeadlineExceeded", f"deadline of {deadline:g}s exceeded"
