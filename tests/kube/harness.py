@@ -137,6 +137,21 @@ def wait_for_phase(
     return found
 
 
+def request_cancel(kube: KubeCluster, namespace: str, name: str) -> None:
+    """What a user does to cancel a run: set ``spec.cancel``."""
+    kube.kubectl(
+        "patch",
+        "fr",
+        name,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec":{"cancel":true}}',
+        check=True,
+    )
+
+
 def wait_for_task_state(
     kube: KubeCluster, namespace: str, name: str, task: str, state: str, timeout: float = 60.0
 ) -> None:

@@ -23,6 +23,7 @@ from tests.kube.harness import (
     install_crds,
     operator_running,
     prepare_operator_account,
+    request_cancel,
     wait_for,
     wait_for_phase,
     wait_for_task_state,
@@ -150,17 +151,7 @@ def test_cancel_stops_running_tasks(crds: KubeCluster, namespace: str) -> None:
         apply(crds, flowrun("to-cancel", tasks), namespace)
         wait_for_task_state(crds, namespace, "to-cancel", "long", "Running", 60)
         asked = time.monotonic()
-        crds.kubectl(
-            "patch",
-            "fr",
-            "to-cancel",
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            '{"spec":{"cancel":true}}',
-            check=True,
-        )
+        request_cancel(crds, namespace, "to-cancel")
         status = wait_for_phase(crds, namespace, "to-cancel", timeout=30)["status"]
         took = time.monotonic() - asked
     assert status["phase"] == "Cancelled"

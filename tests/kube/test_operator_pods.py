@@ -28,6 +28,7 @@ from tests.kube.harness import (
     install_crds,
     operator_running,
     prepare_operator_account,
+    request_cancel,
     wait_for,
     wait_for_phase,
     wait_for_task_state,
@@ -200,17 +201,7 @@ def test_cancel_removes_job_and_cluster(crds: KubeCluster, namespace: str) -> No
     with operator_running(crds, namespace, runner="pod", backend="kubernetes"):
         apply(crds, flowrun("stop-me", [{"name": "hi", "command": ["sleep", "100"]}]), namespace)
         job_name, _, _ = children(crds, namespace, "stop-me")
-        crds.kubectl(
-            "patch",
-            "fr",
-            "stop-me",
-            "-n",
-            namespace,
-            "--type=merge",
-            "-p",
-            '{"spec":{"cancel":true}}',
-            check=True,
-        )
+        request_cancel(crds, namespace, "stop-me")
         status = wait_for_phase(crds, namespace, "stop-me", timeout=30)["status"]
         wait_for(lambda: get(crds, "jobs.batch", namespace, job_name) is None, 30, "Job gone")
         wait_for(
