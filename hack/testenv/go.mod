@@ -1,6 +1,6 @@
-// Wrapper module that builds kube-apiserver and kubectl for the test control
-// plane (see hack/build-testenv.sh). k8s.io/kubernetes is not meant to be
-// imported: its go.mod requires every staging module at v0.0.0 and points them
+// Wrapper module that builds the Kubernetes commands of the test control plane
+// and of the single-node cluster (hack/build-testenv.sh, hack/cluster.sh), all
+// in one `go build`. k8s.io/kubernetes is not meant to be imported: its go.mod requires every staging module at v0.0.0 and points them
 // at ./staging, so each one is replaced here by its published v0.36.3 tag.
 module daskflow.dev/hack/testenv
 
@@ -10,7 +10,11 @@ godebug default=go1.26
 
 tool (
 	k8s.io/kubernetes/cmd/kube-apiserver
+	k8s.io/kubernetes/cmd/kube-controller-manager
+	k8s.io/kubernetes/cmd/kube-proxy
+	k8s.io/kubernetes/cmd/kube-scheduler
 	k8s.io/kubernetes/cmd/kubectl
+	k8s.io/kubernetes/cmd/kubelet
 )
 
 require (
