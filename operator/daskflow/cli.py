@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import re
 import signal
 import sys
 from pathlib import Path
@@ -15,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .model.reader import load_yaml
+from .model.spec import SCHEDULER_ADDRESS
 from .model.validate import ManifestError, load_flowrun
 
 if TYPE_CHECKING:
@@ -31,10 +34,18 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ManifestError([f"--set {pair!r}: expected NAME=VALUE"], "command line")
         try:
-            out[key] = yaml.safe_load(raw) if raw else ""
+            out[key] = load_yaml(raw) if raw else ""
         except yaml.YAMLError:
             out[key] = raw
     return out
+
+
+def _check_address(address: str | None) -> None:
+    if address is not None and not re.fullmatch(SCHEDULER_ADDRESS, address):
+        raise ManifestError(
+            [f"--address {address!r}: expected a scheduler address such as tcp://HOST:PORT"],
+            "command line",
+        )
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
@@ -78,6 +89,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         signal.signal(sig, lambda num, _frame: on_signal(signal.Signals(num)))
 
     try:
+        _check_address(args.address)
         flow = load_flowrun(args.file, _parse_set(args.set))
     except ManifestError as err:
         print(err, file=sys.stderr)

@@ -20,18 +20,27 @@ CYCLE = re.compile(r"^tasks\[(\d+)\] \(([a-z0-9-]+)\)\.(\w+): dependency cycle: 
 @st.composite
 def dags(draw: st.DrawFn, min_tasks: int = 1) -> tuple[list[str], dict[str, dict[str, str]]]:
     """Task names in manifest order, and each task's upstream tasks with how it depends on
-    each: "dependsOn" or a reference in "args", "kwargs", "when" or "command"."""
+    each: "dependsOn" or a reference in "args", "kwargs", "when" or "command" (at most one
+    "when" per task: a when holds one reference alone)."""
     n = draw(st.integers(min_tasks, 25))
     names = [f"t{i}" for i in range(n)]
     edges: dict[str, dict[str, str]] = {name: {} for name in names}
     for i in range(1, n):  # edges only go to lower numbers: a DAG by construction
         ups = draw(st.sets(st.integers(0, i - 1), max_size=min(i, 4)))
         for j in sorted(ups):
-            edges[names[i]][names[j]] = draw(
-                st.sampled_from(["dependsOn", "args", "kwargs", "when", "command"])
-            )
+            edges[names[i]][names[j]] = draw(st.sampled_from(ways(edges[names[i]])))
     order = draw(st.permutations(names))  # the manifest lists tasks in any order
     return list(order), edges
+
+
+def ways(deps: dict[str, str]) -> list[str]:
+    """How a task with upstream ``deps`` may depend on one more task."""
+    used = set(deps.values())
+    return [
+        w
+        for w in ("dependsOn", "args", "kwargs", "when", "command")
+        if w != "when" or w not in used
+    ]
 
 
 def to_tasks(order: list[str], edges: dict[str, dict[str, str]]) -> list[dict[str, Any]]:
@@ -50,7 +59,7 @@ def to_tasks(order: list[str], edges: dict[str, dict[str, str]]) -> list[dict[st
         task["args"] = refs["args"]
         task["kwargs"] = {f"k{i}": r for i, r in enumerate(refs["kwargs"])}
         if refs["when"]:
-            task["when"] = " and ".join(refs["when"])
+            (task["when"],) = refs["when"]
         task["dependsOn"] = [d for d, h in deps.items() if h == "dependsOn"]
         tasks.append(task)
     return tasks
@@ -97,7 +106,7 @@ def test_a_back_edge_always_yields_a_cycle_error_naming_tasks_on_the_cycle(
         candidates = [order[1]]
     low = data.draw(st.sampled_from(candidates))
     high = data.draw(st.sampled_from(sorted(ancestors(edges, low))))
-    how = data.draw(st.sampled_from(["dependsOn", "args", "kwargs", "when", "command"]))
+    how = data.draw(st.sampled_from(ways(edges[high])))
     edges[high][low] = how
 
     try:

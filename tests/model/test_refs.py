@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from daskflow.model.refs import Ref, format_value, iter_refs, substitute
+from daskflow.model.refs import Ref, bad_references, format_value, iter_refs, substitute, suggest
 
 VALUES: dict[Ref, Any] = {
     Ref("params", "files"): ["a.csv", "b.csv"],
@@ -61,26 +61,93 @@ def test_embedded_reference_is_formatted(text: str, expected: str) -> None:
     assert substitute(text, lookup) == expected
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        "echo $(date +%F)",
-        "$(ls)",
-        "x=$(cat /etc/hostname) && echo $x",
-        "$(params)",
-        "$(params.)",
-        "$(tasks.extract)",
-        "$(tasks.extract.output)",
-        "$(tasks.Bad_Name.result)",
-        "$(flowrun.uid)",
-        "$(items)",
-        "$ (params.n)",
-        "$(PARAMS.n)",
-    ],
-)
-def test_shell_and_other_dollar_parens_are_left_alone(text: str) -> None:
+SHELL = [
+    "echo $(date +%F)",
+    "$(date +%s)",
+    "$(ls)",
+    "$(ls | wc -l)",
+    "$(cat file.txt)",
+    "x=$(cat /etc/hostname) && echo $x",
+    "$(./run.sh)",
+    "$(command run.sh)",
+    "$(python3.11 -V)",
+    "$(HOME)",
+    "$(task list)",  # a command named task, with an argument
+    "$ (params.n)",
+    "echo $(( 1 + 2 ))",
+]
+
+# Text that starts like a reference (the rule in daskflow.model.refs) but is not one.
+LOOKALIKES = [
+    "$(params)",
+    "$(params.)",
+    "$(param.n)",
+    "$(parameters.n)",
+    "$(PARAMS.n)",
+    "$(params.n",
+    "$(params.a.b)",
+    "$(tasks.extract)",
+    "$(tasks.extract.output)",
+    "$(tasks.Bad_Name.result)",
+    "$(task.extract.result)",
+    "$(flowrun.uid)",
+    "$(items)",
+    "$(Item)",
+    "$(item.x)",
+    "$( params.n )",
+    "$(run.sh)",  # a dotted name: a reference, not a command (write $(./run.sh))
+    "$(inputs.parameters.n)",
+]
+
+
+@pytest.mark.parametrize("text", SHELL + LOOKALIKES)
+def test_shell_and_other_dollar_parens_are_left_alone_by_substitution(text: str) -> None:
     assert list(iter_refs(text)) == []
     assert substitute(text, lookup) == text
+
+
+@pytest.mark.parametrize("text", SHELL)
+def test_shell_command_substitution_is_not_a_bad_reference(text: str) -> None:
+    assert list(bad_references(text)) == []
+
+
+@pytest.mark.parametrize("text", LOOKALIKES)
+def test_text_that_starts_like_a_reference_must_be_one(text: str) -> None:
+    assert list(bad_references(text)) == [text]
+    assert list(bad_references(f"echo {text} $(date +%s)")) == [text]
+
+
+def test_bad_references_are_cut_at_their_closing_paren() -> None:
+    text = "a $(tasks.x.result) b $(tasks.x.reslt) c $(params.y"
+    assert list(bad_references(text)) == ["$(tasks.x.reslt)", "$(params.y"]
+
+
+@pytest.mark.parametrize(
+    ("bad", "meant"),
+    [
+        ("$(param.p)", "$(params.p)"),
+        ("$(parameters.p)", "$(params.p)"),
+        ("$(Params.P)", "$(params.p)"),
+        ("$(params.dat)", "$(params.date)"),
+        ("$(params.p", "$(params.p)"),
+        ("$( params.p )", "$(params.p)"),
+        ("$(tasks.src.output)", "$(tasks.src.result)"),
+        ("$(tasks.SRC.result)", "$(tasks.src.result)"),
+        ("$(tasks.src)", "$(tasks.src.result)"),
+        ("$(task.src.result)", "$(tasks.src.result)"),
+        ("$(items)", "$(item)"),
+        ("$(item.x)", "$(item)"),
+        ("$(flowrun.nmae)", "$(flowrun.name)"),
+        ("$(flowrun.namespac)", "$(flowrun.namespace)"),
+        ("$(params)", None),
+        ("$(params.zzz)", None),
+        ("$(tasks.zzz.result)", None),
+        ("$(flowrun.uid)", None),
+        ("$(run.sh)", None),
+    ],
+)
+def test_suggest_the_reference_a_typo_meant(bad: str, meant: str | None) -> None:
+    assert suggest(bad, params={"p", "date"}, tasks={"src", "load"}) == meant
 
 
 def test_shell_syntax_next_to_a_reference() -> None:

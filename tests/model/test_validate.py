@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -244,16 +245,144 @@ def test_load_flowrun_reads_yaml_and_applies_overrides(tmp_path: Path) -> None:
         "apiVersion: daskflow.io/v1alpha1\nkind: FlowRun\nmetadata: {name: f}\n"
         "spec:\n  parameters: {n: 1, keep: k}\n  tasks:\n    - {name: a, call: 'm:f'}\n"
     )
-    flow = load_flowrun(path, {"n": 5, "extra": [1]})
-    assert flow.spec.parameters == {"n": 5, "keep": "k", "extra": [1]}
+    flow = load_flowrun(path, {"n": [5]})
+    assert flow.spec.parameters == {"n": [5], "keep": "k"}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "overrides", "expected"),
+    [
+        (
+            "{n: 1, keep: k}",
+            {"nn": 2, "n": 3, "x": 4},
+            [
+                '--set nn: flow.yaml declares no parameter "nn" (its parameters: n, keep)',
+                '--set x: flow.yaml declares no parameter "x" (its parameters: n, keep)',
+            ],
+        ),
+        ("null", {"n": 1}, ['--set n: flow.yaml declares no parameter "n" (it has none)']),
+        ("{}", {"n": 1}, ['--set n: flow.yaml declares no parameter "n" (it has none)']),
+    ],
+)
+def test_set_names_a_parameter_the_manifest_declares(
+    tmp_path: Path, parameters: str, overrides: dict[str, Any], expected: list[str]
+) -> None:
+    (tmp_path / "flow.yaml").write_text(
+        "apiVersion: daskflow.io/v1alpha1\nkind: FlowRun\nmetadata: {name: f}\n"
+        f"spec:\n  parameters: {parameters}\n  tasks:\n    - {{name: a, call: 'm:f'}}\n"
+    )
+    with pytest.raises(ManifestError) as info:
+        load_flowrun(tmp_path / "flow.yaml", overrides)
+    assert info.value.source == "command line"
+    assert info.value.problems == [
+        p.replace("flow.yaml", str(tmp_path / "flow.yaml")) for p in expected
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        (
+            "args",
+            ["$(param.p)"],
+            'args[0]: "$(param.p)" is not a valid reference: did you mean $(params.p)?',
+        ),
+        (
+            "args",
+            ["x", "$(tasks.src.output)"],
+            'args[1]: "$(tasks.src.output)" is not a valid reference: '
+            "did you mean $(tasks.src.result)?",
+        ),
+        (
+            "kwargs",
+            {"k": {"deep": ["$(tasks.SRC.result)"]}},
+            'kwargs.k.deep[0]: "$(tasks.SRC.result)" is not a valid reference: '
+            "did you mean $(tasks.src.result)?",
+        ),
+        (
+            "kwargs",
+            {"$(Params.p)": 1},
+            'kwargs: "$(Params.p)" is not a valid reference: did you mean $(params.p)?',
+        ),
+        (
+            "args",
+            ["$(params)"],
+            'args[0]: "$(params)" is not a valid reference: references are $(params.NAME), '
+            "$(tasks.NAME.result), $(item), $(flowrun.name), $(flowrun.namespace)",
+        ),
+        (
+            "map",
+            "$(param.xs)",
+            'map: "$(param.xs)" is not a valid reference: did you mean $(params.xs)?',
+        ),
+        (
+            "when",
+            "$(param.p)",
+            'when: "$(param.p)" is not a valid reference: did you mean $(params.p)?',
+        ),
+    ],
+)
+def test_text_that_starts_like_a_reference_but_is_not_one_is_an_error(
+    field: str, value: Any, expected: str
+) -> None:
+    raw = manifest([call("src"), call("load", **{field: value})], parameters={"p": 1, "xs": [1]})
+    assert problems(raw) == [f"tasks[1] (load).{expected}"]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "echo $(date +%s) $(ls | wc -l)",
+        "$(cat file.txt)",
+        "$(./run.sh) $(command run.sh)",
+        "n=$(params.p) at $(date +%F)",
+    ],
+)
+def test_shell_command_substitution_is_left_alone(text: str) -> None:
+    flow = parse_flowrun(
+        manifest([{"name": "a", "command": ["sh", "-c", text]}], parameters={"p": 1})
+    )
+    assert flow.spec.tasks[0].command == ["sh", "-c", text]
+
+
+@pytest.mark.parametrize(
+    "when",
+    [
+        "$(params.z) == 1",
+        "$(params.z) != 0",
+        "not $(params.z)",
+        "$(params.z) and $(params.y)",
+        "$(params.z) ",
+        "x > 3",
+        ["$(params.z)"],
+        {"a": 1},
+    ],
+)
+def test_when_takes_one_reference_or_a_literal_not_an_expression(when: Any) -> None:
+    raw = manifest([call("a", when=when)], parameters={"z": 1, "y": 0})
+    (problem,) = problems(raw)
+    assert problem.startswith(
+        f"tasks[0] (a).when: {json.dumps(when)} is an expression, "
+        "which daskflow does not evaluate: "
+    )
+    assert 'compute a condition in a task and use "$(tasks.NAME.result)"' in problem
+
+
+@pytest.mark.parametrize(
+    "when", ["$(params.z)", True, False, 0, 1, None, "yes", "off", "$(tasks.b.result)"]
+)
+def test_when_with_one_reference_or_a_literal_validates(when: Any) -> None:
+    parse_flowrun(manifest([call("a", when=when), call("b")], parameters={"z": 1}))
 
 
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        ("a: [unclosed", "not valid YAML"),
-        ("", "expected exactly one FlowRun document, found 0"),
+        ("a: [unclosed", "not valid YAML: did not find expected ',' or ']' at line 2, column 1"),
+        ("", "no FlowRun in the file: it is empty"),
+        ("# just a comment\n", "no FlowRun in the file: it is empty"),
         ("a: 1\n---\nb: 2\n", "expected exactly one FlowRun document, found 2"),
+        ("a: *nope\n", "not valid YAML: found undefined alias"),
     ],
 )
 def test_load_flowrun_file_problems(tmp_path: Path, text: str, expected: str) -> None:
@@ -268,3 +397,15 @@ def test_load_flowrun_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as info:
         load_flowrun(tmp_path / "nope.yaml")
     assert info.value.problems == ["cannot read file: No such file or directory"]
+
+
+@pytest.mark.parametrize("address", ["tcp://10.0.0.1:8786", "sched:8786", "tls://[::1]:8786"])
+def test_scheduler_addresses(address: str) -> None:
+    flow = parse_flowrun(manifest([call("a")], cluster={"address": address}))
+    assert flow.spec.cluster.address == address
+
+
+@pytest.mark.parametrize("address", ["not-an-address", "tcp://host", "http://h:1", "h:port"])
+def test_a_scheduler_address_needs_host_and_port(address: str) -> None:
+    (problem,) = problems(manifest([call("a")], cluster={"address": address}))
+    assert problem.startswith("spec.cluster.address: String should match pattern")

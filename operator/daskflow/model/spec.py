@@ -21,6 +21,8 @@ MAX_TASKS = 500
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 CALL_PATTERN = rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})?$"
+# A Dask scheduler address as distributed parses it: an optional scheme, a host, a port.
+SCHEDULER_ADDRESS = r"^((tcp|tls|ws|wss)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
 
 TaskName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 Quantity = Annotated[str, Field(max_length=64)]
@@ -85,7 +87,7 @@ class ClusterSpec(_Model):
     )
     workers: int = Field(default=2, ge=0, le=1000)
     threads_per_worker: int = Field(default=1, ge=1, le=256)
-    address: str | None = Field(default=None, max_length=512)
+    address: str | None = Field(default=None, max_length=512, pattern=SCHEDULER_ADDRESS)
     resources: Resources | None = None
     env: EnvMap = Field(default_factory=dict)
     adaptive: Adaptive | None = None

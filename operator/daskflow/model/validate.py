@@ -8,17 +8,21 @@ once: a user fixes a manifest in one round trip, never by reading a traceback.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from .graph import REFERENCING_FIELDS, find_cycle, referenced_tasks, task_dependencies
-from .refs import REFERENCE, iter_refs
+from .reader import MAX_DEPTH, TOO_DEEP, Overflow, UnreadableManifest, read_manifest
+from .refs import REFERENCE, REFERENCE_FORMS, bad_references, iter_refs, iter_strings, suggest
 from .spec import FlowRun, TaskSpec
+
+# A `when` that holds one of these, or a reference among other text, is an expression.
+_OPERATOR = re.compile(r"==|!=|<|>|&&|\|\|")
 
 
 class ManifestError(ValueError):
@@ -113,6 +117,7 @@ def _semantic(
         for dep in task.depends_on:
             if dep not in index:
                 problems.append(f'{where}.dependsOn: unknown task "{dep}"')
+        problems += _reference_problems(where, task, params, index)
         for field in REFERENCING_FIELDS:
             for ref in iter_refs(getattr(task, field)):
                 if ref.kind == "tasks" and ref.name not in index:
@@ -122,7 +127,7 @@ def _semantic(
                 elif ref.kind == "item" and (task.map is None or field in ("map", "when")):
                     why = "a task without map" if task.map is None else f"{field}"
                     problems.append(f"{where}.{_alias(field)}: $(item) cannot be used in {why}")
-        if isinstance(task.map, str):
+        if isinstance(task.map, str) and not any(bad_references(task.map)):
             source = next(iter_refs(task.map)) if REFERENCE.fullmatch(task.map) else None
             if source is not None and source.kind == "item":
                 pass  # reported above
@@ -159,6 +164,33 @@ def _semantic(
     return list(dict.fromkeys(problems))
 
 
+def _reference_problems(
+    where: str, task: TaskSpec, params: Mapping[str, Any], tasks: Mapping[str, int]
+) -> list[str]:
+    """Text that starts like a reference but is not one, and expressions in ``when``."""
+    problems = []
+    for field in REFERENCING_FIELDS:
+        for path, text in iter_strings(getattr(task, field), _alias(field)):
+            for bad in bad_references(text):
+                meant = suggest(bad, params, tasks)
+                hint = f"did you mean {meant}?" if meant else f"references are {REFERENCE_FORMS}"
+                problems.append(f'{where}.{path}: "{bad}" is not a valid reference: {hint}')
+    when = task.when
+    if isinstance(when, list | dict) or (
+        isinstance(when, str)
+        and not REFERENCE.fullmatch(when)
+        and list(bad_references(when)) != [when]  # one bad reference: reported above
+        and ("$(" in when or _OPERATOR.search(when))
+    ):
+        problems.append(
+            f"{where}.when: {json.dumps(when, ensure_ascii=False)} is an expression, which "
+            "daskflow does not evaluate: when must be one reference alone or a literal, and "
+            "the task runs if its value is true (compute a condition in a task and use "
+            '"$(tasks.NAME.result)")'
+        )
+    return problems
+
+
 def _edge_field(task: TaskSpec, dep: str) -> str:
     """The field through which ``task`` depends on ``dep`` (a reference wins)."""
     for field in REFERENCING_FIELDS:
@@ -175,6 +207,9 @@ def parse_flowrun(raw: Any, source: str = "manifest") -> FlowRun:
     """Validate a decoded manifest and return the FlowRun, or raise :class:`ManifestError`."""
     if not isinstance(raw, Mapping):
         raise ManifestError(["(root): a FlowRun manifest must be a mapping"], source)
+    too_big = _bound_problems(raw)
+    if too_big:  # check nothing else: every other check walks these values
+        raise ManifestError(too_big, source)
     try:
         flow = FlowRun.model_validate(raw)
     except ValidationError as err:
@@ -184,6 +219,29 @@ def parse_flowrun(raw: Any, source: str = "manifest") -> FlowRun:
     if problems:
         raise ManifestError(problems, source)
     return flow
+
+
+def _bound_problems(raw: Mapping[str, Any]) -> list[str]:
+    """Values nested deeper than MAX_DEPTH, or that the file reader replaced by an
+    :class:`Overflow`; each named by the field it is in."""
+    problems = []
+    stack: list[tuple[Any, tuple[int | str, ...], int]] = [(raw, (), 1)]
+    while stack:
+        value, loc, level = stack.pop()
+        why = None
+        if isinstance(value, Overflow):
+            why = value.why
+        elif isinstance(value, Mapping | list) and level > MAX_DEPTH:
+            why = TOO_DEEP
+        elif isinstance(value, Mapping):
+            stack += [(v, (*loc, str(k)), level + 1) for k, v in reversed(list(value.items()))]
+            stack += [(k, loc, level) for k in value if isinstance(k, Overflow)]
+        elif isinstance(value, list):
+            stack += [(v, (*loc, i), level + 1) for i, v in reversed(list(enumerate(value)))]
+        if why is not None:
+            field = loc[:4] if loc[:2] == ("spec", "tasks") else loc[:3]
+            problems.append(f"{_format_loc(raw, field)}: {why}")
+    return list(dict.fromkeys(problems))
 
 
 def _partial_semantic_problems(raw: Mapping[str, Any]) -> list[str]:
@@ -220,19 +278,24 @@ class _AnyParams(dict[str, Any]):
 
 
 def load_flowrun(path: str | Path, overrides: Mapping[str, Any] | None = None) -> FlowRun:
-    """Read one FlowRun from a YAML or JSON file; ``overrides`` replace parameters."""
+    """Read one FlowRun from a YAML or JSON file; ``overrides`` replace parameters, each of
+    which the manifest must declare (a misspelt ``--set`` name is an error)."""
     source = str(path)
     try:
-        text = Path(path).read_text()
-    except OSError as err:
-        raise ManifestError([f"cannot read file: {err.strerror}"], source) from None
-    try:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as err:
-        raise ManifestError([f"not valid YAML: {err}".replace("\n", " ")], source) from None
-    if len(docs) != 1:
-        raise ManifestError([f"expected exactly one FlowRun document, found {len(docs)}"], source)
-    raw = docs[0]
-    if overrides and isinstance(raw, dict) and isinstance(raw.get("spec"), dict):
-        raw["spec"]["parameters"] = {**raw["spec"].get("parameters", {}), **overrides}
+        raw = read_manifest(path)
+    except UnreadableManifest as err:
+        raise ManifestError([str(err)], source) from None
+    spec = raw.get("spec") if isinstance(raw, dict) else None
+    declared = spec.get("parameters", {}) if isinstance(spec, dict) else None
+    if overrides and isinstance(spec, dict) and isinstance(declared, Mapping | None):
+        declared = declared or {}
+        names = f"its parameters: {', '.join(map(str, declared))}" if declared else "it has none"
+        unknown = [
+            f'--set {name}: {source} declares no parameter "{name}" ({names})'
+            for name in overrides
+            if name not in declared
+        ]
+        if unknown:
+            raise ManifestError(unknown, "command line")
+        spec["parameters"] = {**declared, **overrides}
     return parse_flowrun(raw, source)
