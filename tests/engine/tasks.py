@@ -76,3 +76,16 @@ def executions(path: str | Path) -> int:
     """How many times :func:`record` ran for ``path`` (in the test process)."""
     p = Path(path)
     return len(p.read_text().splitlines()) if p.exists() else 0
+
+
+class Interrupted(BaseException):
+    """A user's own BaseException (not an Exception)."""
+
+
+def exit_with(code: Any) -> str:
+    """What a script does: ``sys.exit(code)``."""
+    raise SystemExit(code)
+
+
+def raise_base(kind: str) -> None:
+    raise {"interrupt": KeyboardInterrupt, "own": Interrupted, "generator": GeneratorExit}[kind]()

@@ -232,12 +232,38 @@ def result_json(value: Any, limit: int = RESULT_LIMIT) -> str | None:
 
 def describe_error(exc: BaseException) -> str:
     """Exception type and text, plus the last lines of its traceback."""
-    head = f"{type(exc).__name__}: {exc}"
+    text = str(exc)
+    if isinstance(exc, SystemExit) and (exc.code is None or isinstance(exc.code, int)):
+        text = f"exit code {exc.code or 0}"
+    head = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if isinstance(exc, CommandFailed | TimeoutError):
         return clip(head)
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
     tail = "".join(traceback.format_list(frames[-TRACEBACK_FRAMES:])).rstrip()
     return clip(head + ("\n" + tail if tail else ""))
+
+
+def _attempt(rt: TaskRuntime, lookup: Any) -> Any:
+    """One attempt: run the command or call the callable, and return its value.
+
+    ``SystemExit`` with code 0 or None is a success with the value None, as for a script
+    that calls ``sys.exit(0)``; any other code is a failure (see :func:`describe_error`).
+    """
+    if rt.command is not None:
+        argv = substitute(list(rt.command), lookup)
+        return _run_command(rt, argv, substitute(dict(rt.env), lookup))
+    assert rt.call is not None
+    try:
+        fn = resolve_callable(rt.call)
+        args = substitute(list(rt.args), lookup)
+        kwargs = substitute(dict(rt.kwargs), lookup)
+        if rt.timeout is None:
+            return fn(*args, **kwargs)
+        return _call_with_timeout(fn, args, kwargs, rt.timeout)
+    except SystemExit as exc:
+        if exc.code is None or exc.code == 0:
+            return None
+        raise
 
 
 def run_task(
@@ -267,22 +293,11 @@ def run_task(
                 rt.topic, {"task": rt.name, "event": "start", "attempt": attempt, "time": started}
             )
         try:
-            if rt.command is not None:
-                argv = substitute(list(rt.command), lookup)
-                value: Any = _run_command(rt, argv, substitute(dict(rt.env), lookup))
-            else:
-                assert rt.call is not None
-                fn = resolve_callable(rt.call)
-                args = substitute(list(rt.args), lookup)
-                kwargs = substitute(dict(rt.kwargs), lookup)
-                value = (
-                    fn(*args, **kwargs)
-                    if rt.timeout is None
-                    else _call_with_timeout(fn, args, kwargs, rt.timeout)
-                )
+            value = _attempt(rt, lookup)
         except TaskCancelled:
             raise
-        except Exception as exc:
+        except BaseException as exc:  # sys.exit() or KeyboardInterrupt in user code fails
+            # the attempt; escaping, it would kill the Dask worker.
             message = describe_error(exc)
             if attempt <= rt.retries and not cancelled(rt.topic):
                 delay = rt.retry_delay * rt.retry_backoff ** (attempt - 1)
