@@ -34,6 +34,10 @@ def _parse_set(pairs: list[str]) -> dict[str, Any]:
         if not sep or not key:
             raise ManifestError([f"--set {pair!r}: expected NAME=VALUE"], "command line")
         try:
+            pair.encode()
+        except UnicodeEncodeError:  # undecodable bytes on the command line
+            raise ManifestError([f"--set {key}: not UTF-8 text"], "command line") from None
+        try:
             out[key] = load_yaml(raw) if raw else ""
         except yaml.YAMLError:
             out[key] = raw

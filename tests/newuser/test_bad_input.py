@@ -6,6 +6,7 @@ Every case runs the installed ``daskflow`` command; no cluster ever starts for b
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -205,6 +206,13 @@ def test_a_set_value_nested_too_deep_names_the_parameter(project: UserProject) -
     proc = project.daskflow("run", "f.yaml", "--set", "p=" + "[" * 150 + "]" * 150)
     assert_clean_exit(proc, codes=(2,))
     invalid(proc.stderr, "f.yaml", "spec.parameters.p: nested deeper than 100 levels")
+
+
+def test_a_set_value_that_is_not_utf8(project: UserProject) -> None:
+    project.manifest("f", [{"name": "a", "command": ["true"]}], parameters={"p": 1})
+    proc = project.daskflow("run", "f.yaml", "--set", os.fsdecode(b"p=caf\xe9"))
+    assert_clean_exit(proc, codes=(2,))
+    invalid(proc.stderr, "command line", "--set p: not UTF-8 text")
 
 
 @pytest.mark.parametrize("address", ["not-an-address", "tcp://host", "http://h:8786"])
