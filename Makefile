@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXAMPLE ?= examples/etl-mapreduce.yaml
 
-.PHONY: venv example test lint unit testenv bench clean
+.PHONY: venv example test lint unit e2e testenv bench clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PY) -m venv $(VENV)
@@ -28,12 +28,17 @@ testenv:
 	bash hack/install-test-deps.sh
 
 # The whole suite: lint, types, layers, then every test (the Kubernetes tests
-# start their own etcd and kube-apiserver on loopback).
+# start their own etcd and kube-apiserver on loopback; the e2e tests start a
+# real single-node cluster with hack/cluster.sh and stop it at the end).
 test: venv lint testenv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 unit: venv
-	$(BIN)/pytest -m "not kube and not docker" $(PYTEST_ARGS)
+	$(BIN)/pytest -m "not kube and not docker and not e2e" $(PYTEST_ARGS)
+
+# The end-to-end tier on a real single-node cluster (hack/cluster.sh; needs root).
+e2e: venv testenv
+	$(BIN)/pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
 bench: venv
 	$(BIN)/python benchmarks/bench_engine.py
