@@ -164,10 +164,12 @@ def _configure_logging(level: str) -> None:
 
 
 def cmd_operator(args: argparse.Namespace) -> int:
+    from .kube.api import allow_api_depth
     from .kube.builders import OperatorDefaults
     from .kube.operator import OperatorConfig, run_operator
 
     _configure_logging(args.log_level)
+    allow_api_depth()
     if not args.namespace and not args.all_namespaces:
         print(
             "daskflow operator: give --namespace NS (repeatable) or --all-namespaces",
@@ -202,11 +204,12 @@ def cmd_operator(args: argparse.Namespace) -> int:
 def cmd_runner(args: argparse.Namespace) -> int:
     import os
 
-    from .kube.api import KubeApi, load_api_client
+    from .kube.api import KubeApi, allow_api_depth, load_api_client
     from .kube.runner import RunnerSettings, drive_flowrun
     from .model.states import Phase
 
     _configure_logging(args.log_level)
+    allow_api_depth()
     settings = RunnerSettings(
         backend=args.backend or os.environ.get("DASKFLOW_BACKEND") or None,
         address=args.address or os.environ.get("DASKFLOW_SCHEDULER_ADDRESS") or None,

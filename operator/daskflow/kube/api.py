@@ -12,6 +12,8 @@ import asyncio
 import logging
 import os
 import secrets
+import sys
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,6 +26,20 @@ from ..model.spec import API_GROUP, API_VERSION, PLURAL
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+
+# The API server stores JSON nested up to 10,000 levels and refuses deeper. Python's JSON
+# decoder and copy.deepcopy recurse once or twice per level and stop at 1,000 frames by
+# default, so one FlowRun nested that deep would make every list of FlowRuns fail, kopf's
+# watch of its namespace included, until someone deletes it. Processes that read FlowRuns
+# therefore allow that depth (validation then fails such a run with InvalidSpec), in thread
+# stacks that fit it (8 MiB do; some platforms give threads far less).
+API_MAX_DEPTH = 10_000
+
+
+def allow_api_depth() -> None:
+    """Let this process read any object the API server can store (call before threads)."""
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 5 * API_MAX_DEPTH))
+    threading.stack_size(max(threading.stack_size(), 16 << 20))
 
 
 @dataclass(frozen=True)
