@@ -102,7 +102,8 @@ class _BoundedLoader(Composer, CParser, SafeConstructor, Resolver):
             return _node(super().compose_node(parent, index))
         finally:
             self._level -= 1
-            self._open.discard(anchor or "")
+            if anchor is not None:
+                self._open.remove(anchor)
 
     def _overflow(self, why: str) -> Node:
         """Consume the next value (a whole collection, iteratively) and stand in for it."""
