@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -90,3 +92,83 @@ def test_sys_exit_and_ctrl_c_in_a_task_are_task_outcomes(project: UserProject) -
     assert tasks["answer"]["result"] == 42
     assert status["message"] == "3 of 5 tasks failed: bad, interrupted, each"
     assert survivors(marker) == []
+
+
+def family(pidfile: str, then: str) -> list[str]:
+    """A command that starts what used to outlive a run: a background job that keeps
+    stdout open, one with redirected output, and one that leaves with ``setsid``."""
+    script = (
+        f"echo $$ >> {pidfile}; sleep 300 & sleep 300 >/dev/null 2>&1 & "
+        "setsid sh -c 'sleep 300 & wait' >/dev/null 2>&1 & "
+        f"echo $PPID >> {pidfile}; {then}"
+    )
+    return ["sh", "-c", script]
+
+
+def wait_until(predicate: Any, within: float = 60.0) -> None:
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)
+
+
+def test_no_process_of_a_command_outlives_its_task(project: UserProject) -> None:
+    manifest = project.manifest(
+        "leftovers",
+        [
+            {
+                "name": "quick",
+                "command": family("quick.pids", "echo started"),
+                "timeoutSeconds": 120,
+            },
+            {"name": "slow", "command": family("slow.pids", "sleep 300"), "timeoutSeconds": 3},
+        ],
+    )
+    started = time.monotonic()
+    status, marker, code = run_json(project, manifest)
+    assert code == 1
+    quick, slow = status["tasks"]["quick"], status["tasks"]["slow"]
+    assert (quick["state"], quick["result"]) == ("Succeeded", "started")
+    assert slow["state"] == "Failed"
+    assert slow["message"].startswith("TimeoutError: timeout")
+    assert time.monotonic() - started < 120  # the background jobs were not waited for
+    assert survivors(marker) == []
+
+
+def test_ctrl_c_and_a_killed_worker_leave_no_process_behind(project: UserProject) -> None:
+    flag = project.root / "flag"
+    again = f"if [ -e {flag} ]; then echo again; exit 0; fi; touch {flag}; "
+    argv = family("victim.pids", "sleep 300")
+    argv[-1] = again + argv[-1]
+    manifest = project.manifest(
+        "kills",
+        [
+            {"name": "victim", "command": argv},
+            {
+                "name": "later",
+                "command": family("later.pids", "sleep 300"),
+                "dependsOn": ["victim"],
+            },
+        ],
+    )
+    marker = uuid.uuid4().hex
+    proc = project.popen(
+        "run",
+        str(manifest),
+        "-o",
+        "json",
+        env={**os.environ, "FAULTS_TEST_RUN": marker},
+    )
+    pidfile, later = project.root / "victim.pids", project.root / "later.pids"
+    wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2)
+    reaper = psutil.Process(int(pidfile.read_text().split()[1]))
+    reaper.parent().kill()  # kill -9 the worker running the command
+    # Dask runs it again elsewhere; then Ctrl-C while the next command runs.
+    wait_until(lambda: later.exists() and len(later.read_text().split()) == 2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=RUN_TIMEOUT)
+    assert proc.returncode == 1, err[-3000:]
+    status = json.loads(out)
+    assert status["phase"] == "Cancelled"
+    assert status["tasks"]["victim"]["result"] == "again"
+    wait_until(lambda: survivors(marker) == [], within=30)

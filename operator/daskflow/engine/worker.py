@@ -16,16 +16,20 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import threading
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from ..model.refs import Ref, format_value, substitute
 from ..model.status import RESULT_LIMIT, clip
 
+REAPER = str(Path(__file__).with_name("reaper.py"))  # runs each command (see its docstring)
+REAPER_GRACE = 15.0  # seconds for a reaper to take its command down (it needs at most 10)
 STDERR_TAIL = 1500
 TRACEBACK_FRAMES = 3  # frames of the user's code kept in a failure message
 FALSY_STRINGS = frozenset({"", "false", "0", "no", "off", "null", "none"})
@@ -134,7 +138,7 @@ def _cancel_event(topic: str) -> threading.Event:
 
 
 def kill_commands(topic: str) -> int:
-    """Cancel this run on this worker: kill the process groups of its commands and make
+    """Cancel this run on this worker: kill its commands with all their processes and make
     sure that none of its attempts starts (or retries) from now on."""
     with _RUNNING_LOCK:
         event = _CANCELLED.get(topic)
@@ -145,7 +149,7 @@ def kill_commands(topic: str) -> int:
         event.set()
         procs = list(_RUNNING.pop(topic, ()))
     for proc in procs:
-        _killpg(proc)
+        _stop(proc)
     return len(procs)
 
 
@@ -154,9 +158,10 @@ def cancelled(topic: str) -> bool:
     return event is not None and event.is_set()
 
 
-def _killpg(proc: subprocess.Popen[bytes]) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Have a command's reaper kill the command and every process it started."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
 
 
 def _run_command(rt: TaskRuntime, argv: list[Any], env: Mapping[str, Any]) -> str:
@@ -164,20 +169,22 @@ def _run_command(rt: TaskRuntime, argv: list[Any], env: Mapping[str, Any]) -> st
         if cancelled(rt.topic):
             raise TaskCancelled(rt.name)
         proc = subprocess.Popen(
-            [format_value(a) for a in argv],
+            [sys.executable, "-I", "-S", REAPER, str(os.getpid()), *map(format_value, argv)],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **{str(k): format_value(v) for k, v in env.items()}},
-            start_new_session=True,
+            start_new_session=True,  # a Ctrl-C on the terminal reaches daskflow, not commands
         )
         _RUNNING.setdefault(rt.topic, set()).add(proc)
     try:
         out, err = proc.communicate(timeout=rt.timeout)
     except subprocess.TimeoutExpired:
-        _killpg(proc)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=5)  # a daemon that left the group may hold the pipes
+        _stop(proc)
+        try:
+            proc.communicate(timeout=REAPER_GRACE)
+        except subprocess.TimeoutExpired:
+            proc.kill()
         raise TimeoutError(f"timeout: command ran longer than {rt.timeout:g}s") from None
     finally:
         with _RUNNING_LOCK:
