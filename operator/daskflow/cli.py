@@ -9,9 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import re
-import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -78,19 +76,13 @@ def _never_started(flow: FlowRun, message: str) -> dict[str, Any]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    # Ctrl-C (or SIGTERM) cancels the run cleanly: the engine stops what is running and
-    # marks tasks Cancelled. A signal that comes before the engine exists (while the
-    # cluster starts, say) is remembered, and the engine is cancelled as soon as it exists.
-    signalled: list[str] = []
-    engines: list[Any] = []
+    # Ctrl-C (or SIGTERM) cancels the run cleanly, at any moment: the engine stops what is
+    # running and marks tasks Cancelled; a cluster still starting is stopped. A second
+    # signal exits at once (see daskflow.interrupt).
+    from .interrupt import Interrupts, stop_worker_processes
 
-    def on_signal(sig: signal.Signals) -> None:
-        signalled.append(sig.name)
-        if engines:
-            engines[0].cancel(f"cancelled by {sig.name}")
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda num, _frame: on_signal(signal.Signals(num)))
+    interrupts = Interrupts()
+    interrupts.install()
 
     try:
         _check_address(args.address)
@@ -100,52 +92,95 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_INVALID
 
     from .engine.flow import FlowEngine  # imports distributed: only for a valid flow
-    from .engine.local import dask_client
+    from .engine.local import dask_client, user_import_paths
     from .model.states import Phase
     from .progress import Progress, render_status
 
     workers = args.workers if args.workers is not None else max(flow.spec.cluster.workers, 1)
     threads = args.threads_per_worker or flow.spec.cluster.threads_per_worker
     address = args.address or flow.spec.cluster.address
+    memory_limit = _local_settings(flow, address, workers, threads)
 
-    import_paths = [Path.cwd(), Path(args.file).resolve().parent]
+    async def run_flow(engines: list[FlowEngine]) -> dict[str, Any]:
+        with Progress(flow.name) as progress:
+            async with dask_client(
+                address=address,
+                workers=workers,
+                threads_per_worker=threads,
+                import_paths=user_import_paths(args.file),
+                env=dict(flow.spec.cluster.env),
+                memory_limit=memory_limit,
+            ) as client:
+                engine = FlowEngine(
+                    flow, client, on_status=progress.update, status_interval=args.interval
+                )
+                engines.append(engine)
+                return await engine.run()
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, on_signal, sig)
+        stop = asyncio.Event()
+        engines: list[FlowEngine] = []
+        run = asyncio.create_task(run_flow(engines))
+        stopped = asyncio.create_task(stop.wait())
+        interrupts.on_first(lambda _sig: loop.call_soon_threadsafe(stop.set))
         try:
-            with Progress(flow.name) as progress:
-                async with dask_client(
-                    address=address,
-                    workers=workers,
-                    threads_per_worker=threads,
-                    import_paths=import_paths,
-                    env=dict(flow.spec.cluster.env),
-                ) as client:
-                    engine = FlowEngine(
-                        flow, client, on_status=progress.update, status_interval=args.interval
-                    )
-                    engines.append(engine)
-                    if signalled:
-                        engine.cancel(f"cancelled by {signalled[0]}")
-                    return await engine.run()
+            await asyncio.wait({run, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if run.done():
+                return run.result()
+            reason = f"cancelled by {interrupts.first}"
+            if engines:  # the engine cancels its tasks and ends the run Cancelled
+                engines[0].cancel(reason)
+                return await run
+            run.cancel()  # the cluster is still starting: stop that
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            return _never_started(flow, reason)
         finally:
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.remove_signal_handler(sig)
-                signal.signal(sig, lambda num, _frame: on_signal(signal.Signals(num)))
+            interrupts.on_first(None)
+            stopped.cancel()
 
-    if signalled:  # before the cluster even started: nothing ran
-        status = _never_started(flow, f"cancelled by {signalled[0]}")
+    if interrupts.first:  # before the cluster even started: nothing ran
+        status = _never_started(flow, f"cancelled by {interrupts.first}")
     else:
         try:
             status = asyncio.run(main())
         except (OSError, TimeoutError) as err:
             print(f"daskflow: cannot use the Dask cluster: {err}", file=sys.stderr)
             return EXIT_FAILED
+        finally:
+            if interrupts.first:  # workers whose start was cut short
+                stop_worker_processes()
     end = "" if args.output == "table" else "\n"
     print(render_status(status, args.output, flow.name), end=end)
     return EXIT_OK if status["phase"] == Phase.SUCCEEDED else EXIT_FAILED
+
+
+def _local_settings(flow: FlowRun, address: str | None, workers: int, threads: int) -> int | None:
+    """The memory limit of each local worker; warns on stderr about settings that a local
+    cluster cannot apply, and about more threads than this machine can run."""
+    import os
+
+    from .engine.local import local_resources
+
+    memory_limit, ignored = local_resources(flow.spec.cluster.resources)
+    if address and memory_limit is not None:  # the workers exist already
+        ignored, memory_limit = ["limits.memory", *ignored], None
+    if ignored:
+        names = ", ".join(f"cluster.resources.{k}" for k in ignored)
+        where = "the workers of --address" if address else "local workers"
+        print(
+            f"daskflow: warning: {names}: applies only on Kubernetes; {where} ignore it",
+            file=sys.stderr,
+        )
+    cpus = os.cpu_count() or 1
+    if not address and workers * threads > 4 * cpus:
+        print(
+            f"daskflow: warning: {workers} workers x {threads} threads is far more than the "
+            f"{cpus} CPUs of this machine; the cluster starts slowly and runs no faster",
+            file=sys.stderr,
+        )
+    return memory_limit
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
@@ -229,14 +264,26 @@ def cmd_runner(args: argparse.Namespace) -> int:
     return EXIT_OK if status.get("phase") == Phase.SUCCEEDED else EXIT_FAILED
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="daskflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a FlowRun manifest on an embedded local Dask cluster")
     run.add_argument("file")
-    run.add_argument("--workers", type=int, help="local workers (default: spec.cluster.workers)")
-    run.add_argument("--threads-per-worker", type=int)
+    run.add_argument(
+        "--workers", type=_at_least_one, help="local workers (default: spec.cluster.workers)"
+    )
+    run.add_argument("--threads-per-worker", type=_at_least_one)
     run.add_argument("--address", help="run on an existing scheduler, tcp://HOST:PORT")
     run.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table")
     run.add_argument(

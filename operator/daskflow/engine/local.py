@@ -1,11 +1,13 @@
 """Running a flow on a cluster this process provides: a fresh LocalCluster or an address.
 
 This is the embedded default behind ``daskflow run``, and the ``local`` and ``address``
-backends of the runner.
+backends of the runner. Local workers are set up by :mod:`.workerprocess` (the user's
+import paths, task output on stderr).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -17,9 +19,25 @@ from typing import Any
 import distributed
 from distributed import Client
 
+from ..model.quantity import quantity_bytes
+from ..model.spec import Resources
+from . import workerprocess
+
 # distributed has no type hints for these constructors.
 _Client: Any = distributed.Client
 _LocalCluster: Any = distributed.LocalCluster
+
+CLOSE_TIMEOUT = 30.0  # seconds a LocalCluster gets to close before it is left to the caller
+
+
+def user_import_paths(manifest: str | Path) -> list[Path]:
+    """Where a user's task modules are imported from: the current directory and the
+    manifest's directory, each followed by its ``src/`` subdirectory if there is one
+    (the "src layout", ``src/myproj/__init__.py``)."""
+    paths: list[Path] = []
+    for base in (Path.cwd(), Path(manifest).resolve().parent):
+        paths += [base] + ([base / "src"] if (base / "src").is_dir() else [])
+    return list(dict.fromkeys(paths))
 
 
 def worker_pythonpath(extra: Sequence[str | Path] = ()) -> str:
@@ -31,6 +49,17 @@ def worker_pythonpath(extra: Sequence[str | Path] = ()) -> str:
     return os.pathsep.join(dict.fromkeys(paths))
 
 
+def local_resources(resources: Resources | None) -> tuple[int | None, list[str]]:
+    """The memory limit in bytes of each local worker (``limits.memory``; a worker is what a
+    pod is on Kubernetes), and the resource settings a local cluster cannot apply."""
+    if resources is None:
+        return None, []
+    memory = resources.limits.get("memory")
+    ignored = [f"requests.{k}" for k in resources.requests]
+    ignored += [f"limits.{k}" for k in resources.limits if k != "memory"]
+    return (quantity_bytes(memory) if memory else None), ignored
+
+
 @contextlib.asynccontextmanager
 async def dask_client(
     *,
@@ -39,23 +68,39 @@ async def dask_client(
     threads_per_worker: int = 1,
     import_paths: Sequence[str | Path] = (),
     env: dict[str, str] | None = None,
+    memory_limit: int | None = None,
 ) -> AsyncIterator[Client]:
-    """An asynchronous client on ``address``, or on a LocalCluster closed on exit."""
+    """An asynchronous client on ``address``, or on a LocalCluster closed on exit.
+
+    The LocalCluster starts inside this context, so cancelling the task that enters it
+    stops a start that takes long (many workers); workers still starting then are left
+    to the caller (``daskflow.interrupt.stop_worker_processes``). ``import_paths`` are
+    absolute directories that local workers import from first.
+    """
     if address:
         async with _Client(address, asynchronous=True) as client:
             yield client
         return
-    async with (
-        _LocalCluster(
-            n_workers=max(workers, 1),
-            threads_per_worker=threads_per_worker,
-            processes=True,
-            asynchronous=True,
-            dashboard_address=":0",  # no dashboard; its HTTP routes on a free port
-            worker_dashboard_address=None,
-            silence_logs=logging.CRITICAL,  # task failures show in the status, not as logs
-            env={**(env or {}), "PYTHONPATH": worker_pythonpath(import_paths)},
-        ) as cluster,
-        _Client(cluster, asynchronous=True) as client,
-    ):
-        yield client
+    cluster = _LocalCluster(
+        n_workers=max(workers, 1),
+        threads_per_worker=threads_per_worker,
+        processes=True,
+        asynchronous=True,
+        dashboard_address=":0",  # no dashboard; its HTTP routes on a free port
+        worker_dashboard_address=None,
+        silence_logs=logging.CRITICAL,  # task failures show in the status, not as logs
+        memory_limit=memory_limit or "auto",
+        preload=[workerprocess.__name__],
+        env={
+            **(env or {}),
+            "PYTHONPATH": worker_pythonpath(import_paths),  # for commands that run python
+            workerprocess.IMPORT_PATHS_ENV: os.pathsep.join(map(str, import_paths)),
+        },
+    )
+    try:
+        await cluster
+        async with _Client(cluster, asynchronous=True) as client:
+            yield client
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(cluster.close(), CLOSE_TIMEOUT)

@@ -9,6 +9,7 @@ to every dependent) and small worker events with the details the status needs.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import importlib
 import json
@@ -27,6 +28,7 @@ from typing import Any
 
 from ..model.refs import Ref, format_value, substitute
 from ..model.status import RESULT_LIMIT, clip
+from .workerprocess import task_output
 
 REAPER = str(Path(__file__).with_name("reaper.py"))  # runs each command (see its docstring)
 REAPER_GRACE = 15.0  # seconds for a reaper to take its command down (it needs at most 10)
@@ -212,7 +214,8 @@ def _call_with_timeout(fn: Any, args: list[Any], kwargs: dict[str, Any], timeout
         except BaseException as exc:
             box["error"] = exc
 
-    thread = threading.Thread(target=target, daemon=True, name="daskflow-call")
+    context = contextvars.copy_context()  # the task's output label, for one
+    thread = threading.Thread(target=context.run, args=(target,), daemon=True, name="daskflow-call")
     thread.start()
     thread.join(timeout)
     if thread.is_alive():
@@ -300,7 +303,8 @@ def run_task(
                 rt.topic, {"task": rt.name, "event": "start", "attempt": attempt, "time": started}
             )
         try:
-            value = _attempt(rt, lookup)
+            with task_output(rt.name, index):  # what a call prints goes to stderr, labelled
+                value = _attempt(rt, lookup)
         except TaskCancelled:
             raise
         except BaseException as exc:  # sys.exit() or KeyboardInterrupt in user code fails

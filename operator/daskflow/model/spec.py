@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+from .quantity import parse_quantity
 
 API_GROUP = "daskflow.io"
 API_VERSION = "v1alpha1"
@@ -25,7 +28,17 @@ CALL_PATTERN = rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})?$"
 SCHEDULER_ADDRESS = r"^((tcp|tls|ws|wss)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
 
 TaskName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
-Quantity = Annotated[str, Field(max_length=64)]
+
+
+def _quantity(text: str) -> str:
+    try:
+        parse_quantity(text)
+    except ValueError as err:
+        raise PydanticCustomError("quantity", str(err)) from None
+    return text
+
+
+Quantity = Annotated[str, Field(max_length=64), AfterValidator(_quantity)]
 EnvMap = Annotated[dict[str, Annotated[str, Field(max_length=4096)]], Field(max_length=128)]
 
 
@@ -70,8 +83,17 @@ class TaskSpec(_Model):
 
 
 class Resources(_Model):
+    """Kubernetes resources of each Dask worker; locally only ``limits.memory`` applies."""
+
     requests: dict[str, Quantity] = Field(default_factory=dict, max_length=16)
     limits: dict[str, Quantity] = Field(default_factory=dict, max_length=16)
+
+    @field_validator("limits")
+    @classmethod
+    def _memory_above_zero(cls, limits: dict[str, str]) -> dict[str, str]:
+        if "memory" in limits and parse_quantity(limits["memory"]) < 1:
+            raise PydanticCustomError("quantity", "memory: must be at least 1 byte")
+        return limits
 
 
 class Adaptive(_Model):

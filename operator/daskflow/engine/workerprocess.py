@@ -1,0 +1,120 @@
+"""Set-up of each worker process of a LocalCluster that daskflow starts (a Dask preload).
+
+A local worker is a subprocess of ``daskflow run``: it shares its stdout, its stderr and its
+terminal. So in every worker process, before it accepts a task (and again in a worker that
+its Nanny restarts after a death), this module:
+
+- puts the user's directories (``DASKFLOW_IMPORT_PATHS``) first on ``sys.path``. The Nanny
+  sets a worker's environment only after its interpreter started, so ``PYTHONPATH`` never
+  reaches ``sys.path``.
+- sends task output to stderr: daskflow's stdout carries only the final status (``-o json``
+  must stay parseable). Lines printed while a task runs are prefixed with the task's name
+  and, for a mapped item, its index: ``[name] text`` or ``[name 3] text``. Output written
+  to file descriptor 1 directly (C code, inherited by a child process) goes to stderr too.
+- ignores Ctrl-C: a terminal sends SIGINT to every process of its group, workers
+  included; ``daskflow run`` cancels the run and closes the workers itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import io
+import os
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from typing import Any, TextIO, cast
+
+IMPORT_PATHS_ENV = "DASKFLOW_IMPORT_PATHS"
+
+_LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("daskflow_task", default=None)
+
+
+class LabelledOutput(io.TextIOBase):
+    """A text stream that prefixes each line written while a task runs with its label.
+
+    Partial lines wait (per task) until their newline, so that lines of tasks running in
+    parallel threads never mix; text written outside any task passes through unchanged.
+    """
+
+    def __init__(self, target: TextIO) -> None:
+        super().__init__()
+        self.target = target
+        self._pending: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return self.target.encoding
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return False
+
+    def fileno(self) -> int:
+        return self.target.fileno()
+
+    def write(self, text: str) -> int:
+        label = _LABEL.get()
+        if label is None:
+            self.target.write(text)
+            self.target.flush()
+            return len(text)
+        with self._lock:
+            buffered = self._pending.pop(label, "") + text
+            done, newline, rest = buffered.rpartition("\n")
+            if rest:
+                self._pending[label] = rest
+        if newline:
+            prefix = f"[{label}] "
+            self.target.write("".join(prefix + line + "\n" for line in done.split("\n")))
+            self.target.flush()
+        return len(text)
+
+    def flush_label(self, label: str) -> None:
+        with self._lock:
+            rest = self._pending.pop(label, "")
+        if rest:
+            self.target.write(f"[{label}] {rest}\n")
+            self.target.flush()
+
+    def flush(self) -> None:
+        label = _LABEL.get()
+        if label is not None:
+            self.flush_label(label)
+        self.target.flush()
+
+
+@contextlib.contextmanager
+def task_output(task: str, index: int | None = None) -> Iterator[None]:
+    """Label what the task (or mapped item) prints while this context lasts."""
+    label = task if index is None else f"{task} {index}"
+    token = _LABEL.set(label)
+    try:
+        yield
+    finally:
+        _LABEL.reset(token)
+        if isinstance(sys.stdout, LabelledOutput):
+            sys.stdout.flush_label(label)
+
+
+def dask_setup(worker: Any) -> None:
+    """The preload's entry point, called by Dask in the worker process before it starts."""
+    paths = [p for p in os.environ.get(IMPORT_PATHS_ENV, "").split(os.pathsep) if p]
+    sys.path[:0] = [p for p in paths if p not in sys.path]
+
+    stderr = sys.__stderr__
+    if stderr is not None and not isinstance(sys.stdout, LabelledOutput):
+        sys.stdout.flush()
+        os.dup2(stderr.fileno(), 1)
+        labelled = LabelledOutput(stderr)
+        sys.stdout = sys.stderr = cast(TextIO, labelled)
+
+    # A handler that does nothing, not SIG_IGN: commands started by tasks get the default
+    # SIGINT back (exec resets handlers, but keeps ignored signals ignored).
+    signal.signal(signal.SIGINT, lambda _num, _frame: None)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
