@@ -4,9 +4,11 @@ The first signal must work at any moment: while the manifest loads, while a loca
 starts (minutes for a hundred workers), while the flow runs, even while the event loop is
 busy. asyncio's own signal handlers run only when the loop gets control, so they are not
 used: SIGINT is blocked in every thread and taken by a thread of its own (``sigwait``),
-and SIGTERM by a plain handler (which runs between two bytecodes of the main thread). The block is inherited by the local worker processes,
-which a terminal's Ctrl-C reaches too; they stay undisturbed until their set-up
-(:mod:`daskflow.engine.workerprocess`) installs a handler that ignores it.
+and SIGTERM by a plain handler (which runs between two bytecodes of the main thread).
+
+The block is inherited by the local worker processes, which a terminal's Ctrl-C reaches
+too: they stay undisturbed until their set-up (:mod:`daskflow.engine.workerprocess`)
+installs a handler that ignores it.
 """
 
 from __future__ import annotations
