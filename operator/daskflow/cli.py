@@ -8,12 +8,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import re
 import sys
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from .interrupt import EXIT_INTERRUPTED
 from .model.reader import load_yaml
 from .model.spec import SCHEDULER_ADDRESS
 from .model.validate import ManifestError, load_flowrun
@@ -22,7 +24,6 @@ if TYPE_CHECKING:
     from .model.spec import FlowRun
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-EXIT_INTERRUPTED = 130
 
 
 def _parse_set(pairs: list[str]) -> dict[str, Any]:
@@ -95,6 +96,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine.local import dask_client, user_import_paths
     from .model.states import Phase
     from .progress import Progress, render_status
+
+    # Dask's own logs would bury the progress; LocalCluster restores this level on close.
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
 
     workers = args.workers if args.workers is not None else max(flow.spec.cluster.workers, 1)
     threads = args.threads_per_worker or flow.spec.cluster.threads_per_worker

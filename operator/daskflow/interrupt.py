@@ -21,7 +21,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-EXIT_AT_ONCE = 130
+EXIT_INTERRUPTED = 130  # the command was interrupted and gave no result
 KILL_WAIT = 10.0  # seconds to wait for killed processes to be gone
 
 
@@ -63,7 +63,7 @@ class Interrupts:
         # Not print(): this may interrupt the main thread inside a print of its own.
         os.write(2, f"daskflow: second {sig.name}: exiting at once, without a status\n".encode())
         stop_worker_processes()
-        os._exit(EXIT_AT_ONCE)
+        os._exit(EXIT_INTERRUPTED)
 
 
 def stop_worker_processes() -> int:

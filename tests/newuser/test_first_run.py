@@ -230,11 +230,14 @@ class Running:
     def __init__(self, project: UserProject, *args: str) -> None:
         self.root = project.root
         self.proc = project.popen(*args, start_new_session=True)
+        self.stdout: list[str] = []
         self.stderr: list[str] = []
-        assert self.proc.stderr is not None
-        stream = self.proc.stderr
-        self._reader = threading.Thread(target=lambda: self.stderr.extend(stream), daemon=True)
-        self._reader.start()
+        self._readers = [
+            threading.Thread(target=lines.extend, args=(stream,), daemon=True)
+            for lines, stream in ((self.stdout, self.proc.stdout), (self.stderr, self.proc.stderr))
+        ]
+        for reader in self._readers:
+            reader.start()
 
     def wait_for(self, what: str, check: Any, timeout: float = RUN_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
@@ -251,9 +254,10 @@ class Running:
         os.killpg(self.proc.pid, signal.SIGINT)
 
     def finish(self) -> tuple[int, str, str]:
-        stdout, _ = self.proc.communicate(timeout=RUN_TIMEOUT)
-        self._reader.join(timeout=30)
-        return self.proc.returncode, stdout, "".join(self.stderr)
+        self.proc.wait(timeout=RUN_TIMEOUT)
+        for reader in self._readers:
+            reader.join(timeout=30)
+        return self.proc.returncode, "".join(self.stdout), "".join(self.stderr)
 
 
 def assert_cancelled(code: int, stdout: str, stderr: str, by: str) -> dict[str, Any]:
