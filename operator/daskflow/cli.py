@@ -339,9 +339,16 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument(
         "--bind-address", default="0.0.0.0", help="address of the metrics and health servers"
     )
-    op.add_argument("--peering", default="daskflow")
+    op.add_argument(
+        "--peering",
+        default="daskflow",
+        help="name of the KopfPeering (ClusterKopfPeering with -A) that replicas share; "
+        "created if missing and RBAC allows",
+    )
     op.add_argument("--priority", type=int, help="peering priority (default: random)")
-    op.add_argument("--standalone", action="store_true", help="no peering (one replica only)")
+    op.add_argument(
+        "--standalone", action="store_true", help="no peering object needed (one replica only)"
+    )
     op.add_argument("--kubeconfig")
     op.add_argument("--log-level", default="info")
     op.set_defaults(func=cmd_operator)

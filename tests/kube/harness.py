@@ -47,10 +47,9 @@ def install_crds(kube: KubeCluster) -> None:
         "apply",
         "--server-side",
         "--force-conflicts",
+        "-R",  # what the README says: crds/ has dask-kubernetes/ below it
         "-f",
         str(CRDS),
-        "-f",
-        str(CRDS / "dask-kubernetes"),
         check=True,
     )
     kube.kubectl(

@@ -3,12 +3,16 @@
 
 Every call runs in a worker thread (the client is synchronous), so kopf's event loop never
 blocks on the network. Every resource daskflow touches lives under ``/apis/<group>``, so
-the generic custom-objects client serves them all, Jobs and Events included.
+the generic custom-objects client serves them all, Jobs and Events included. Every failed
+call raises :class:`KubeApiError`, which names the verb, the resource and the object: a
+log line must say what failed, not just "404".
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
 import secrets
@@ -20,6 +24,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from ..model.spec import API_GROUP, API_VERSION, PLURAL
 
@@ -47,6 +52,10 @@ class Resource:
     group: str
     version: str
     plural: str
+
+    def __str__(self) -> str:
+        """kubectl's spelling: ``daskclusters.kubernetes.dask.org``."""
+        return f"{self.plural}.{self.group}"
 
 
 FLOWRUNS = Resource(API_GROUP, API_VERSION, PLURAL)
@@ -78,6 +87,41 @@ def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
     return client.ApiClient(configuration)
 
 
+class KubeApiError(ApiException):
+    """A failed API call that says what was attempted: verb, resource and object.
+
+    An :class:`ApiException` (``status``, ``reason``, ``body`` as usual; ``status`` is None
+    when the API server could not be reached).
+    """
+
+    def __init__(
+        self, cause: Exception, verb: str, res: Resource, namespace: str | None, name: str
+    ) -> None:
+        if isinstance(cause, ApiException):
+            super().__init__(status=cause.status, reason=cause.reason, body=cause.body)
+            self.headers = cause.headers
+        else:
+            super().__init__(reason=f"{type(cause).__name__}: {cause}")
+        self.verb = verb
+        self.resource = res
+        self.namespace = namespace
+        self.name = name
+
+    @property
+    def target(self) -> str:
+        """The object as ``namespace/name`` (a list: ``namespace/*``)."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
+
+    def __str__(self) -> str:
+        what = f"{self.verb} {self.resource} {self.target}"
+        if self.status is None:
+            return f"{what}: cannot reach the API server ({self.reason})"
+        detail = ""
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            detail = str(json.loads(self.body or "").get("message") or "")
+        return f"{what}: {self.status} {self.reason}" + (f": {detail}" if detail else "")
+
+
 def is_status(err: BaseException, *codes: int) -> bool:
     return isinstance(err, ApiException) and err.status in codes
 
@@ -89,29 +133,55 @@ class KubeApi:
         self.api_client = api_client or load_api_client()
         self.custom = client.CustomObjectsApi(self.api_client)
 
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        return await asyncio.to_thread(fn, *args, **kwargs)
-
-    async def get(self, res: Resource, namespace: str, name: str) -> dict[str, Any] | None:
+    async def _call(
+        self,
+        what: tuple[str, Resource, str | None, str],
+        fn: Any,
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """Call the client in a thread; ``what`` is (verb, resource, namespace, name)."""
         try:
-            obj: dict[str, Any] = await self._call(
-                self.custom.get_namespaced_custom_object,
-                res.group,
-                res.version,
-                namespace,
-                res.plural,
-                name,
-            )
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        except (ApiException, HTTPError) as err:
+            raise KubeApiError(err, *what) from err
+
+    async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        """The object, or None if it does not exist (``namespace`` None: cluster-scoped)."""
+        args = (res.group, res.version, *((namespace,) if namespace else ()), res.plural, name)
+        fn = (
+            self.custom.get_namespaced_custom_object
+            if namespace
+            else self.custom.get_cluster_custom_object
+        )
+        try:
+            obj: dict[str, Any] = await self._call(("get", res, namespace, name), fn, *args)
         except ApiException as err:
             if err.status == 404:
                 return None
             raise
         return obj
 
+    async def served(self, res: Resource) -> bool:
+        """Whether the API server serves ``res`` (for a custom resource: its CRD exists)."""
+        try:
+            found = await self._call(
+                ("discover", res, None, f"/apis/{res.group}/{res.version}"),
+                self.custom.get_api_resources,
+                res.group,
+                res.version,
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+        return any(r.name == res.plural for r in found.resources or ())
+
     async def list(
         self, res: Resource, namespace: str, label_selector: str = ""
     ) -> list[dict[str, Any]]:
         out = await self._call(
+            ("list", res, namespace, "*"),
             self.custom.list_namespaced_custom_object,
             res.group,
             res.version,
@@ -122,15 +192,19 @@ class KubeApi:
         items: list[dict[str, Any]] = out.get("items", [])
         return items
 
-    async def create(self, res: Resource, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
-        obj: dict[str, Any] = await self._call(
-            self.custom.create_namespaced_custom_object,
-            res.group,
-            res.version,
-            namespace,
-            res.plural,
-            body,
+    async def create(
+        self, res: Resource, namespace: str | None, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """Create an object (``namespace`` None: cluster-scoped)."""
+        meta = body.get("metadata") or {}
+        name = meta.get("name") or f"{meta.get('generateName', '')}*"
+        fn = (
+            self.custom.create_namespaced_custom_object
+            if namespace
+            else self.custom.create_cluster_custom_object
         )
+        args = (res.group, res.version, *((namespace,) if namespace else ()), res.plural, body)
+        obj: dict[str, Any] = await self._call(("create", res, namespace, name), fn, *args)
         return obj
 
     async def patch(
@@ -148,6 +222,7 @@ class KubeApi:
             else self.custom.patch_namespaced_custom_object
         )
         obj: dict[str, Any] = await self._call(
+            ("patch status" if status else "patch", res, namespace, name),
             fn,
             res.group,
             res.version,
@@ -163,6 +238,7 @@ class KubeApi:
         """Delete (children in the background); False if it was already gone."""
         try:
             await self._call(
+                ("delete", res, namespace, name),
                 self.custom.delete_namespaced_custom_object,
                 res.group,
                 res.version,
@@ -214,9 +290,7 @@ class KubeApi:
         try:
             await self.create(EVENTS, meta["namespace"], body)
         except ApiException as err:
-            log.warning(
-                "could not post Event %s for %s: %s %s", reason, meta["name"], err.status, err.body
-            )
+            log.warning("could not post Event %s: %s", reason, err)
 
     def close(self) -> None:
         self.api_client.close()  # type: ignore[no-untyped-call]

@@ -23,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from aiohttp import web
 from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
@@ -51,6 +50,7 @@ from .builders import (
     service_account_problem,
 )
 from .metrics import FlowRunMetrics
+from .readiness import DASK_KUBERNETES, DaskKubernetesMissing, Preflight, serve_health
 from .runner import RunnerSettings, _manifest, drive_flowrun
 from .status import RunEndedElsewhere, StatusWriter
 
@@ -107,6 +107,8 @@ class Supervisor:
         try:
             return await self.api.create(res, meta["namespace"], obj)
         except ApiException as err:
+            if err.status == 404 and res in DASK_KUBERNETES:  # a create's 404: no such CRD
+                raise DaskKubernetesMissing(res) from err
             if err.status != 409:
                 raise
         existing = await self.api.get(res, meta["namespace"], meta["name"])
@@ -162,6 +164,8 @@ class Supervisor:
                         await self._run_in_pod(body, flow, stopped)
                 except ChildConflict as err:
                     await self.end(snapshot(body), Phase.FAILED, "ChildConflict", str(err))
+                except DaskKubernetesMissing as err:
+                    await self.end(snapshot(body), Phase.FAILED, err.reason, str(err))
         if stopped.is_set():
             return
         snap = snapshot(body)
@@ -383,7 +387,7 @@ def build_registry() -> kopf.OperatorRegistry:
             await sup.supervise(body, stopped)
         except ApiException as err:
             sup.metrics.reconcile_errors_total.labels("api").inc()
-            raise kopf.TemporaryError(f"API error {err.status}: {err.reason}", delay=5) from err
+            raise kopf.TemporaryError(f"API error: {err}", delay=5) from err
         except kopf.PermanentError:
             sup.metrics.reconcile_errors_total.labels("internal").inc()
             raise
@@ -405,24 +409,6 @@ def build_registry() -> kopf.OperatorRegistry:
     return registry
 
 
-async def _serve_health(address: str, port: int, ready: asyncio.Event) -> web.AppRunner:
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(_: web.Request) -> web.Response:
-        return web.Response(
-            text="ready" if ready.is_set() else "starting", status=200 if ready.is_set() else 503
-        )
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, address, port).start()
-    return runner
-
-
 async def _tick_metrics(metrics: FlowRunMetrics, every: float = 5.0) -> None:
     """Time moves gauges too: a silent run crosses its deadline with no event."""
     while True:
@@ -439,9 +425,24 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
     for namespace in config.namespaces:
         metrics.ensure_namespace(namespace)
     start_http_server(config.metrics_port, config.bind_address, registry=metrics.registry)
+    # kopf's own flag says its startup is done; the preflight, that what it needs exists.
     ready = asyncio.Event()
-    health = await _serve_health(config.bind_address, config.health_port, ready)
+    preflight = Preflight(
+        api,
+        default_backend=config.defaults.backend,
+        namespaces=config.namespaces,
+        all_namespaces=config.all_namespaces,
+        peering=config.peering,
+    )
+    health = await serve_health(
+        config.bind_address,
+        config.health_port,
+        lambda: ready.is_set() and preflight.ok,
+        lambda: preflight.missing,
+    )
+    await preflight.check()
     ticker = asyncio.create_task(_tick_metrics(metrics))
+    rechecks = asyncio.create_task(preflight.watch())
     memo = kopf.Memo(supervisor=Supervisor(config, api, metrics))
     standalone = config.peering is None
     try:
@@ -458,5 +459,6 @@ async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None
         )
     finally:
         ticker.cancel()
+        rechecks.cancel()
         await health.cleanup()
         api.close()
