@@ -176,7 +176,8 @@ class OperatorProcess:
     def metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
-    def start(self) -> None:
+    def start(self, *, wait: bool = True) -> None:
+        """Start it; with ``wait``, until ``/readyz`` says ready."""
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)
         argv = [
@@ -194,18 +195,26 @@ class OperatorProcess:
         self.proc = subprocess.Popen(
             argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
         )
-        wait_for(self.ready, 60, "the operator to be ready")
+        if wait:
+            wait_for(self.ready, 60, "the operator to be ready")
 
-    def ready(self) -> bool:
+    def readyz(self) -> tuple[int, str] | None:
+        """``/readyz``'s HTTP status and body; None while nothing listens."""
         if self.proc is not None and self.proc.poll() is not None:
             raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
         try:
             with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.health_port}/readyz", timeout=2
             ) as rsp:
-                return bool(rsp.status == 200)
+                return int(rsp.status), rsp.read().decode()
+        except urllib.error.HTTPError as err:
+            return int(err.code), err.read().decode()
         except (urllib.error.URLError, ConnectionError, OSError):
-            return False
+            return None
+
+    def ready(self) -> bool:
+        answer = self.readyz()
+        return answer is not None and answer[0] == 200
 
     def metrics(self) -> str:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as rsp:

@@ -128,7 +128,7 @@ class Preflight:
         try:
             await self._check_crds(found)
         except ApiException as err:
-            found["the API"] = (logging.ERROR, f"cannot check the CRDs the operator needs: {err}")
+            found["API access"] = (logging.ERROR, f"cannot check what the operator needs: {err}")
         was_ok = self.ok
         self.missing = [what for what, (level, _) in found.items() if level >= logging.ERROR]
         for what, (level, message) in found.items():
@@ -146,7 +146,7 @@ class Preflight:
     async def _check_crds(self, found: dict[str, tuple[int, str]]) -> None:
         for need in self.needs:
             if await self.api.served(need.resource):
-                if need.kind.endswith("KopfPeering"):
+                if need.resource in (KOPFPEERINGS, CLUSTERKOPFPEERINGS):
                     await self._check_peering(need.kind, need.resource, found)
                 continue
             found[f"CRD {need.resource}"] = (
