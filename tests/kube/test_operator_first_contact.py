@@ -138,10 +138,11 @@ def test_a_kubernetes_run_without_dask_kubernetes_fails_at_once_with_an_event(
     bare: KubeCluster, ns: str
 ) -> None:
     with operator(bare, operator_account(bare, ns), "--namespace", ns, "--standalone") as op:
-        line = log_line(op, "ERROR", "DaskCluster CRD (daskclusters.kubernetes.dask.org)")
+        line = log_line(op, "ERROR", "DaskCluster, DaskWorkerGroup, DaskAutoscaler CRDs (")
+        assert "daskclusters.kubernetes.dask.org" in line
         assert "kubectl apply -R -f crds/" in line
         assert "Helm chart" in line
-        not_ready_because(op, "CRD daskclusters.kubernetes.dask.org")
+        not_ready_because(op, "daskclusters.kubernetes.dask.org")
 
         apply(
             bare,
@@ -189,7 +190,7 @@ def test_a_missing_peering_object_is_named_and_the_operator_resumes_once_it_exis
         apply(bare, command.group(1), ns)
 
         wait_for(op.ready, 60, "the operator to be ready")
-        log_line(op, f"KopfPeering {ns}/daskflow is there now")
+        log_line(op, f"KopfPeering {ns}/daskflow: found now")
         # kopf resumes: the operator records the runner it started.
         wait_for(
             lambda: ((get_flowrun(bare, ns, "waits") or {}).get("status") or {}).get("runner"),

@@ -60,10 +60,9 @@ def needed_crds(*, default_backend: str, peering: str | None, all_namespaces: bo
     needs = [Need(FLOWRUNS, "FlowRun", True, "the operator watches FlowRuns", INSTALL_CRDS)]
     k8s_default = default_backend == "kubernetes"
     why = "FlowRuns with cluster.backend kubernetes" + (
-        " (the default: --default-backend kubernetes) fail without it"
-        if k8s_default
-        else " fail without it"
+        " (the default: --default-backend kubernetes)" if k8s_default else ""
     )
+    why += " fail without dask-kubernetes"
     needs += [
         Need(res, kind, k8s_default, why, INSTALL_DASK_KUBERNETES)
         for res, kind in DASK_KUBERNETES.items()
@@ -135,7 +134,7 @@ class Preflight:
             if self._reported.get(what) != message:
                 log.log(level, "%s", message)
         for what in sorted(self._reported.keys() - found.keys()):
-            log.info("%s is there now", what)
+            log.info("%s: found now", what)
         if self.ok and not was_ok:
             log.info(
                 "ready: the required CRDs are installed%s",
@@ -144,14 +143,20 @@ class Preflight:
         self._reported = {what: message for what, (_, message) in found.items()}
 
     async def _check_crds(self, found: dict[str, tuple[int, str]]) -> None:
+        missing: dict[tuple[str, str, bool], list[Need]] = {}  # one log line per fix
         for need in self.needs:
-            if await self.api.served(need.resource):
-                if need.resource in (KOPFPEERINGS, CLUSTERKOPFPEERINGS):
-                    await self._check_peering(need.kind, need.resource, found)
-                continue
-            found[f"CRD {need.resource}"] = (
-                logging.ERROR if need.required else logging.WARNING,
-                f"the {need.kind} CRD ({need.resource}) is not installed: {need.why}; {need.fix}",
+            if not await self.api.served(need.resource):
+                missing.setdefault((need.why, need.fix, need.required), []).append(need)
+            elif need.resource in (KOPFPEERINGS, CLUSTERKOPFPEERINGS):
+                await self._check_peering(need.kind, need.resource, found)
+        for (why, fix, required), needs in missing.items():
+            kinds = ", ".join(n.kind for n in needs)
+            names = ", ".join(str(n.resource) for n in needs)
+            several = len(needs) > 1
+            found[f"CRD{'s' if several else ''} {names}"] = (
+                logging.ERROR if required else logging.WARNING,
+                f"the {kinds} CRD{'s' if several else ''} ({names}) "
+                f"{'are' if several else 'is'} not installed: {why}; {fix}",
             )
 
     async def _check_peering(
