@@ -52,13 +52,17 @@ def install_crds(kube: KubeCluster) -> None:
         str(CRDS),
         check=True,
     )
-    kube.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/flowruns.daskflow.io",
-        "crd/daskclusters.kubernetes.dask.org",
-        check=True,
+    wait_established(kube, "flowruns.daskflow.io", "daskclusters.kubernetes.dask.org")
+
+
+def wait_established(kube: KubeCluster, *crds: str) -> None:
+    """Wait until the CRDs serve. ``kubectl wait`` alone fails on a CRD that has no status
+    yet (".status.conditions accessor error"), so it is retried."""
+    argv = ["wait", "--for=condition=Established", "--timeout=10s"]
+    wait_for(
+        lambda: kube.kubectl(*argv, *(f"crd/{c}" for c in crds)).returncode == 0,
+        60,
+        f"CRDs {crds} to be established",
     )
 
 

@@ -8,6 +8,7 @@ FlowRun CRD; each test adds or removes the peering CRD it needs.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -24,6 +25,7 @@ from tests.kube.harness import (
     apply,
     bind_rules,
     get_flowrun,
+    wait_established,
     wait_for,
     wait_for_phase,
 )
@@ -46,13 +48,7 @@ def bare() -> Iterator[KubeCluster]:
         pytest.fail(f"cannot start the test control plane: {exc}", pytrace=False)
     try:
         cluster.kubectl("apply", "-f", str(CRDS / "daskflow.io_flowruns.yaml"), check=True)
-        cluster.kubectl(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/flowruns.daskflow.io",
-            check=True,
-        )
+        wait_established(cluster, "flowruns.daskflow.io")
         yield cluster
     finally:
         cluster.stop()
@@ -73,13 +69,7 @@ def no_peering_crd(bare: KubeCluster) -> None:
 @pytest.fixture
 def peering_crd(bare: KubeCluster) -> None:
     bare.kubectl("apply", "-f", str(PEERING_CRDS), check=True)
-    bare.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/kopfpeerings.kopf.dev",
-        check=True,
-    )
+    wait_established(bare, "kopfpeerings.kopf.dev")
 
 
 def operator_account(kube: KubeCluster, namespace: str) -> Path:
@@ -208,3 +198,25 @@ def test_the_operator_creates_the_peering_object_when_it_may(
         wait_for(op.ready, 60, "the operator to be ready")
     got = bare.kubectl("get", "kopfpeering", "daskflow", "-n", ns, "-o", "json", check=True)
     assert json.loads(got.stdout)["metadata"]["name"] == "daskflow"
+
+
+def test_an_api_error_names_the_verb_the_resource_and_the_object(
+    bare: KubeCluster, ns: str
+) -> None:
+    from daskflow.kube.api import DASKCLUSTERS, FLOWRUNS, KubeApi, KubeApiError
+
+    api = KubeApi(bare.api_client(operator_account(bare, ns)))
+    try:
+        with pytest.raises(KubeApiError) as created:  # no such CRD
+            asyncio.run(api.create(DASKCLUSTERS, ns, {"metadata": {"name": "c1"}}))
+        with pytest.raises(KubeApiError) as deleted:  # not allowed
+            asyncio.run(api.delete(FLOWRUNS, "kube-system", "f1"))
+    finally:
+        api.close()
+    assert str(created.value).startswith(
+        f"create daskclusters.kubernetes.dask.org {ns}/c1: 404 Not Found: "
+    ), created.value
+    assert str(deleted.value).startswith(
+        "delete flowruns.daskflow.io kube-system/f1: 403 Forbidden: "
+    ), deleted.value
+    assert (created.value.status, deleted.value.status) == (404, 403)

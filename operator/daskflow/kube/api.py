@@ -122,10 +122,6 @@ class KubeApiError(ApiException):
         return f"{what}: {self.status} {self.reason}" + (f": {detail}" if detail else "")
 
 
-def is_status(err: BaseException, *codes: int) -> bool:
-    return isinstance(err, ApiException) and err.status in codes
-
-
 class KubeApi:
     """Async, dict-based access to the few resources daskflow uses."""
 
