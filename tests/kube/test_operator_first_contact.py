@@ -214,7 +214,7 @@ def test_an_api_error_names_the_verb_the_resource_and_the_object(
     finally:
         api.close()
     assert str(created.value).startswith(
-        f"create daskclusters.kubernetes.dask.org {ns}/c1: 404 Not Found: "
+        f"create daskclusters.kubernetes.dask.org {ns}/c1: 404 Not Found"
     ), created.value
     assert str(deleted.value).startswith(
         "delete flowruns.daskflow.io kube-system/f1: 403 Forbidden: "
