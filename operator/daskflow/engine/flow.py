@@ -38,6 +38,7 @@ from ..model.refs import Ref, iter_refs, substitute
 from ..model.spec import FlowRun, TaskSpec
 from ..model.states import Phase, TaskState
 from ..model.status import FAILED_ITEMS_LIMIT, RESULT_LIMIT, ItemCounts, StatusBook
+from .release import cancel_futures
 from .sink import CoalescingSink, StatusCallback
 from .worker import (
     TaskCancelled,
@@ -752,7 +753,7 @@ class FlowEngine:
                 continue
             doomed.extend(f for f in node.futures if f.status in _LIVE)
         if doomed:
-            self._background_task(self._dask.cancel(doomed, reason="failFast"))
+            self._background_task(cancel_futures(self.client, doomed, "failFast"))
 
     def _background_task(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -780,7 +781,7 @@ class FlowEngine:
             live = [f for node in self.nodes.values() for f in node.futures if f.status in _LIVE]
             if live:
                 with contextlib.suppress(Exception):
-                    await self._dask.cancel(live, reason=self._stop_message)
+                    await cancel_futures(self.client, live, self._stop_message)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._dask.run(kill_commands, self.topic), KILL_TIMEOUT)
             for name in self.book.unfinished():
