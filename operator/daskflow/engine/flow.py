@@ -753,7 +753,7 @@ class FlowEngine:
                 continue
             doomed.extend(f for f in node.futures if f.status in _LIVE)
         if doomed:
-            self._background_task(cancel_futures(self.client, doomed, "failFast"))
+            cancel_futures(self.client, doomed, "failFast")
 
     def _background_task(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -779,9 +779,8 @@ class FlowEngine:
         stopped = self._stop.is_set()
         if stopped:
             live = [f for node in self.nodes.values() for f in node.futures if f.status in _LIVE]
-            if live:
-                with contextlib.suppress(Exception):
-                    await cancel_futures(self.client, live, self._stop_message)
+            with contextlib.suppress(Exception):
+                cancel_futures(self.client, live, self._stop_message)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._dask.run(kill_commands, self.topic), KILL_TIMEOUT)
             for name in self.book.unfinished():
