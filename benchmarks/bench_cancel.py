@@ -25,7 +25,7 @@ from pathlib import Path
 import psutil
 import yaml
 
-DAKSFLOW = Path(sys.executable).parent / "daskflow"
+DASKFLOW = Path(sys.executable).parent / "daskflow"
 
 
 def manifest(items: int, **spec: object) -> dict[str, object]:
@@ -70,7 +70,7 @@ def measure(items: int, after: float, patience: float) -> dict[str, object]:
         path = Path(tmp) / "flow.yaml"
         path.write_text(yaml.safe_dump(manifest(items)))
         proc = subprocess.Popen(
-            [str(DAKSFLOW), "run", str(path), "-o", "json"],
+            [str(DASKFLOW), "run", str(path), "-o", "json"],
             cwd=tmp,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -105,7 +105,8 @@ def measure(items: int, after: float, patience: float) -> dict[str, object]:
             except (ValueError, KeyError, TypeError):
                 out["phase"] = None
             time.sleep(1.0)
-            out["left_behind"] = [p.pid for p in family if p.is_running() and p.status() != "zombie"]
+            alive = [p for p in family if p.is_running() and p.status() != "zombie"]
+            out["left_behind"] = [p.pid for p in alive]
             return out
         finally:
             if proc.poll() is None:

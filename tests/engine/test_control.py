@@ -62,6 +62,16 @@ def test_cancel_stops_running_commands_and_marks_tasks_cancelled(
     assert status["message"] == "stop it"
     assert states(status) == dict.fromkeys(["nap", "after", "gated", "items"], "Cancelled")
     assert status["tasks"]["nap"]["message"] == "stop it"
+    # The items that had not finished (running or pending) count as cancelled.
+    assert status["tasks"]["items"]["items"] == {
+        "total": 4,
+        "succeeded": 0,
+        "failed": 0,
+        "cancelled": 4,
+        "skipped": 0,
+        "running": 0,
+        "pending": 0,
+    }
     (pid,) = pids(pidfile)
     asyncio.run(wait_gone(pid))
     # The killed attempt is not retried: no second process ever starts.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from daskflow.model.states import Phase, TaskState
-from daskflow.model.status import FAILED_ITEMS_LIMIT, ItemCounts, StatusBook, small_json
+from daskflow.model.status import FAILED_ITEMS_LIMIT, ItemCounts, StatusBook, end_run, small_json
 
 BOUND = 256 * 1024
 
@@ -55,7 +55,15 @@ def test_mapped_tasks_carry_item_counts_and_failed_items() -> None:
     counts = ItemCounts(total=10, succeeded=5, failed=3, running=1)
     book.set_items("m", counts, [9, 2, 4])
     rec = book.to_dict()["tasks"]["m"]
-    assert rec["items"] == {"total": 10, "succeeded": 5, "failed": 3, "running": 1, "pending": 1}
+    assert rec["items"] == {
+        "total": 10,
+        "succeeded": 5,
+        "failed": 3,
+        "cancelled": 0,
+        "skipped": 0,
+        "running": 1,
+        "pending": 1,
+    }
     assert rec["failedItems"] == [2, 4, 9]
     book.set_items("m", counts, list(range(100, 0, -1)))
     assert book.to_dict()["tasks"]["m"]["failedItems"] == list(range(1, FAILED_ITEMS_LIMIT + 1))
@@ -106,3 +114,42 @@ def test_trimming_only_when_needed() -> None:
     status = book.to_dict()
     assert "truncated" not in status
     assert all(rec["result"] == "r" * 900 for rec in status["tasks"].values())
+
+
+def test_trimming_keeps_as_many_results_as_fit_next_to_long_messages() -> None:
+    """250 results of 1 KB and 250 long error messages: the messages are shortened, and
+    the results that fit next to them stay (before, the status kept none of them)."""
+    ok = [f"ok-{i:03d}" for i in range(250)]
+    bad = [f"bad-{i:03d}" for i in range(250)]
+    book = StatusBook(ok + bad)
+    book.mark_phase(Phase.RUNNING)
+    for name in ok:
+        book.set_task_details(name, result=small_json("r" * 1000))
+        book.mark_task(name, TaskState.SUCCEEDED)
+    for name in bad:
+        book.mark_task(name, TaskState.FAILED, message="ValueError: " + "e" * 5000, attempts=1)
+    status = book.to_dict()
+    assert size(status) < BOUND
+    assert status["truncated"] is True
+    kept = [n for n in ok if "result" in status["tasks"][n]]
+    assert len(kept) >= 100, len(kept)
+    assert all(status["tasks"][n]["result"] == "r" * 1000 for n in kept)
+    assert all(status["tasks"][n]["message"].startswith("ValueError: e") for n in bad)
+
+
+def test_a_run_ended_by_force_counts_its_unfinished_items_as_cancelled() -> None:
+    book = StatusBook(["m"])
+    book.mark_phase(Phase.RUNNING)
+    book.mark_task("m", TaskState.RUNNING)
+    book.set_items("m", ItemCounts(total=5000, succeeded=11, failed=1, running=4), [3])
+    status = end_run(book.to_dict(), Phase.CANCELLED, "Cancelled", "cancelled")
+    items = status["tasks"]["m"]["items"]
+    assert items == {
+        "total": 5000,
+        "succeeded": 11,
+        "failed": 1,
+        "cancelled": 4988,
+        "skipped": 0,
+        "running": 0,
+        "pending": 0,
+    }

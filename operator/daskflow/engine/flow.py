@@ -784,6 +784,10 @@ class FlowEngine:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._dask.run(kill_commands, self.topic), KILL_TIMEOUT)
             for name in self.book.unfinished():
+                items = self.nodes[name].items
+                if items is not None:
+                    items.cancel_rest()
+                    self.book.set_items(name, items, self.nodes[name].own_failed)
                 self.book.mark_task(name, TaskState.CANCELLED, message=self._stop_message)
         elif self._awaiting_details:
             with contextlib.suppress(TimeoutError):

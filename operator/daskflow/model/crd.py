@@ -13,6 +13,7 @@ from typing import Any
 
 from .spec import API_GROUP, API_VERSION, KIND, MAX_TASKS, PLURAL, FlowRun
 from .states import PHASE_TERMINAL, TASK_TERMINAL, Phase, TaskState
+from .status import ITEM_COUNTS
 
 _KEEP = {
     "type",
@@ -114,9 +115,7 @@ def status_schema() -> dict[str, Any]:
     task_states = [str(s) for s in TaskState]
     items = {
         "type": "object",
-        "properties": {
-            k: {"type": "integer"} for k in ("total", "succeeded", "failed", "running", "pending")
-        },
+        "properties": {k: {"type": "integer"} for k in ITEM_COUNTS},
     }
     task = {
         "type": "object",

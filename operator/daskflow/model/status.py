@@ -56,6 +56,10 @@ def format_duration(start: str, end: str | None) -> str:
     return f"{minutes}m{secs}s" if minutes else f"{secs}s"
 
 
+# The item counts of a mapped task in the status; they add up to ``total``.
+ITEM_COUNTS = ("total", "succeeded", "failed", "cancelled", "skipped", "running", "pending")
+
+
 @dataclass
 class ItemCounts:
     total: int = 0
@@ -69,6 +73,14 @@ class ItemCounts:
     def pending(self) -> int:
         done = self.succeeded + self.failed + self.cancelled + self.skipped
         return max(self.total - done - self.running, 0)
+
+    def cancel_rest(self) -> None:
+        """The run stopped: items not finished (running or pending) count as cancelled."""
+        self.cancelled += self.pending + self.running
+        self.running = 0
+
+    def to_dict(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in ITEM_COUNTS}
 
 
 @dataclass
@@ -84,9 +96,7 @@ class TaskRecord:
     items: ItemCounts | None = None
     failed_items: list[int] = field(default_factory=list)
 
-    def to_dict(
-        self, with_result: bool = True, message_limit: int = MESSAGE_LIMIT
-    ) -> dict[str, Any]:
+    def to_dict(self, message_limit: int = MESSAGE_LIMIT) -> dict[str, Any]:
         out: dict[str, Any] = {"state": str(self.state), "attempts": self.attempts}
         if self.retries:
             out["retries"] = self.retries
@@ -96,16 +106,10 @@ class TaskRecord:
             out["completionTime"] = self.completion_time
         if self.message and message_limit > 0:
             out["message"] = clip(self.message, message_limit)
-        if self.has_result and with_result and self.state == TaskState.SUCCEEDED:
+        if self.has_result and self.state == TaskState.SUCCEEDED:
             out["result"] = self.result
         if self.items is not None:
-            out["items"] = {
-                "total": self.items.total,
-                "succeeded": self.items.succeeded,
-                "failed": self.items.failed,
-                "running": self.items.running,
-                "pending": self.items.pending,
-            }
+            out["items"] = self.items.to_dict()
             if self.failed_items:
                 out["failedItems"] = self.failed_items
         return out
@@ -235,23 +239,21 @@ class StatusBook:
             "failed": counts.get(TaskState.FAILED, 0),
             "progress": f"{counts.get(TaskState.SUCCEEDED, 0)}/{len(self.tasks)}",
         }
-        # Trim in steps until the whole fits: results, then messages, then failed items.
+        # Trim in steps until the whole fits: shorter messages, then no failed items; at
+        # each step, as many results as fit stay (the largest go first).
         out: dict[str, Any] = {}
-        for level, (with_result, message_limit) in enumerate(_TRIM_STEPS):
-            tasks = {
-                n: r.to_dict(with_result=with_result, message_limit=message_limit)
-                for n, r in self.tasks.items()
-            }
-            if level == len(_TRIM_STEPS) - 1:
+        for level, (message_limit, failed_items) in enumerate(_TRIM_STEPS):
+            tasks = {n: r.to_dict(message_limit=message_limit) for n, r in self.tasks.items()}
+            if not failed_items:
                 for t in tasks.values():
                     t.pop("failedItems", None)
             out = {**head, "tasks": tasks}
             if level:
                 out["truncated"] = True
-            size = len(json.dumps(out, separators=(",", ":")))
-            if size <= budget:
+            excess = len(json.dumps(out, separators=(",", ":"))) - budget
+            if excess <= 0:
                 break
-            if level == 0 and _drop_largest_results(tasks, size - budget):
+            if _drop_largest_results(tasks, excess):
                 out["truncated"] = True
                 break
         return out
@@ -278,8 +280,8 @@ def _drop_largest_results(tasks: dict[str, dict[str, Any]], excess: int) -> bool
     return True
 
 
-# (keep results, longest message) per trimming step of StatusBook.to_dict.
-_TRIM_STEPS = ((True, MESSAGE_LIMIT), (False, MESSAGE_LIMIT), (False, 256), (False, 0), (False, 0))
+# (longest message, keep failedItems) per trimming step of StatusBook.to_dict.
+_TRIM_STEPS = ((MESSAGE_LIMIT, True), (256, True), (0, True), (0, False))
 
 
 def end_run(
@@ -306,6 +308,12 @@ def end_run(
                 "completionTime": stamp,
                 "message": message,
             }
+            if isinstance(rec.get("items"), dict):
+                counts = ItemCounts(
+                    **{k: int(v) for k, v in rec["items"].items() if k in ITEM_COUNTS[:-1]}
+                )
+                counts.cancel_rest()
+                rec["items"] = counts.to_dict()
         tasks[name] = rec
     out = {
         **status,
