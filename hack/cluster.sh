@@ -25,7 +25,7 @@
 #   DASKFLOW_CLUSTER_DIR  runtime state (default /run/daskflow-cluster; wiped by `down`)
 set -euo pipefail
 
-HERE="$(cd "$(dirname "$0")" && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 KUBE_VERSION=v1.36.3
 COREDNS_VERSION=v1.15.0
 CACHE="${DASKFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/daskflow}"
@@ -58,11 +58,18 @@ SYSCTLS=(
   kernel.keys.root_maxkeys kernel.keys.root_maxbytes
 )
 
+# Host directories that the kubelet, containerd and the CNI plugins create whatever their
+# configuration says; `down` removes those that did not exist before `up`.
+HOST_DIRS=(/var/lib/cni /var/lib/kubelet /var/log/containers /var/log/pods /run/netns)
+
 log() { echo "cluster: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 kubectl() { "$KBIN/kubectl" --kubeconfig "$DIR/admin.kubeconfig" "$@"; }
 ctr() { command ctr --address "$DIR/containerd/containerd.sock" -n k8s.io "$@"; }
-alive() { [[ -s "$DIR/pids/$1" ]] && kill -0 "$(cat "$DIR/pids/$1")" 2>/dev/null; }
+# Whether component $1 runs: its recorded PID is alive and still that program.
+alive() {
+  [[ -s "$DIR/pids/$1" ]] && grep -qsF -- "$1" "/proc/$(cat "$DIR/pids/$1")/cmdline"
+}
 
 # Polls "$@" once a second until it succeeds; gives up after $timeout seconds.
 wait_for() {
@@ -284,9 +291,10 @@ save_sysctls() {
     sysctl -n "$k" >/dev/null 2>&1 && echo "$k=$(sysctl -n "$k")"
   done >"$DIR/sysctl.saved.tmp"
   mv "$DIR/sysctl.saved.tmp" "$DIR/sysctl.saved"
-  [[ -d /var/lib/cni ]] || touch "$DIR/created-var-lib-cni"
-  [[ -d /var/log/containers ]] || touch "$DIR/created-var-log-containers"
-  [[ -d /run/netns ]] || touch "$DIR/created-run-netns"
+  local d
+  for d in "${HOST_DIRS[@]}"; do
+    [[ -e $d ]] || echo "$d"
+  done >"$DIR/created-dirs"
 }
 
 setup_network() {
@@ -500,7 +508,7 @@ stop() { # stop NAME: SIGTERM to its recorded PID, SIGKILL after 20 s
   local pid i
   [[ -s "$DIR/pids/$1" ]] || return 0
   pid=$(cat "$DIR/pids/$1")
-  if kill -0 "$pid" 2>/dev/null; then
+  if alive "$1"; then
     kill "$pid" 2>/dev/null || true
     for ((i = 0; i < 40; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.5; done
     kill -0 "$pid" 2>/dev/null && { log "$1 (pid $pid) ignored SIGTERM; killing it"; kill -9 "$pid" 2>/dev/null || true; }
@@ -540,7 +548,7 @@ remove_chains() {
 }
 
 cmd_down() {
-  local t0=$SECONDS i c pid m
+  local t0=$SECONDS i c pid m d
   [[ -d $DIR ]] || { log "nothing to stop"; return 0; }
   delete_workloads
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
@@ -577,12 +585,9 @@ cmd_down() {
   if [[ -s "$DIR/sysctl.saved" ]]; then
     while IFS= read -r kv; do sysctl -qw "$kv" 2>/dev/null || log "could not restore $kv"; done <"$DIR/sysctl.saved"
   fi
-  [[ -e "$DIR/created-var-lib-cni" ]] && rm -rf /var/lib/cni
-  [[ -e "$DIR/created-run-netns" ]] && { rmdir /run/netns 2>/dev/null || true; }
-  if [[ -e "$DIR/created-var-log-containers" ]]; then
-    rm -rf /var/log/containers
-  else
-    find /var/log/containers -maxdepth 1 -lname "$DIR/*" -delete 2>/dev/null || true
+  find /var/log/containers -maxdepth 1 -lname "$DIR/*" -delete 2>/dev/null || true
+  if [[ -s "$DIR/created-dirs" ]]; then
+    while IFS= read -r d; do rm -rf "$d"; done <"$DIR/created-dirs"
   fi
   # Keep the logs of the last cluster for post-mortems; everything else goes.
   if [[ -d "$DIR/logs" ]]; then
