@@ -11,6 +11,8 @@ import contextlib
 import logging
 import re
 import sys
+import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
@@ -106,20 +108,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     memory_limit = _local_settings(flow, address, workers, threads)
 
     async def run_flow(engines: list[FlowEngine]) -> dict[str, Any]:
-        with Progress(flow.name) as progress:
-            async with dask_client(
-                address=address,
-                workers=workers,
-                threads_per_worker=threads,
-                import_paths=user_import_paths(args.file),
-                env=dict(flow.spec.cluster.env),
-                memory_limit=memory_limit,
-            ) as client:
-                engine = FlowEngine(
-                    flow, client, on_status=progress.update, status_interval=args.interval
-                )
-                engines.append(engine)
-                return await engine.run()
+        with (
+            tempfile.TemporaryDirectory(prefix="daskflow-") as tmp,
+            Progress(flow.name, task_output=Path(tmp, "task-output")) as progress,
+        ):
+            relay = asyncio.create_task(progress.relay_task_output())
+            try:
+                async with dask_client(
+                    address=address,
+                    workers=workers,
+                    threads_per_worker=threads,
+                    import_paths=user_import_paths(args.file),
+                    env=dict(flow.spec.cluster.env),
+                    memory_limit=memory_limit,
+                    task_output=progress.task_output,
+                ) as client:
+                    engine = FlowEngine(
+                        flow, client, on_status=progress.update, status_interval=args.interval
+                    )
+                    engines.append(engine)
+                    return await engine.run()
+            finally:
+                relay.cancel()
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()

@@ -1,14 +1,19 @@
 """Live progress of a run on a terminal, and the final status in table, JSON or YAML form.
 
-Presentation only: it reads status objects and never changes them.
+Presentation only: it reads status objects and never changes them. It also shows what the
+tasks print: local workers write their output to a file (see
+:mod:`daskflow.engine.workerprocess`), and the lines are shown from there on stderr, above
+the live table on a terminal rather than through it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import sys
 import time
+from pathlib import Path
 from typing import Any, TextIO
 
 import yaml
@@ -71,13 +76,18 @@ def _short(value: Any, limit: int = 60) -> str:
 class Progress:
     """Shows each status update: a live table on a terminal, one line per change otherwise."""
 
-    def __init__(self, title: str, stream: TextIO = sys.stderr) -> None:
+    def __init__(
+        self, title: str, stream: TextIO = sys.stderr, task_output: Path | None = None
+    ) -> None:
         self.title = title
         self.console = Console(file=stream, stderr=stream is sys.stderr)
         self.started = time.monotonic()
         self.live: Live | None = None
         self.seen: dict[str, str] = {}
         self.last: dict[str, Any] = {}
+        self.task_output = task_output
+        self._read = 0  # bytes of task_output shown so far
+        self._partial = b""
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal:
@@ -86,14 +96,40 @@ class Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.show_task_output(final=True)
         if self.live is not None:
             self.live.update(self._table())
             self.live.__exit__(None, None, None)
+
+    def show_task_output(self, final: bool = False) -> None:
+        """Show the complete lines the workers wrote since the last call (all, if final)."""
+        if self.task_output is None:
+            return
+        try:
+            with self.task_output.open("rb") as f:
+                f.seek(self._read)
+                data = f.read()
+        except FileNotFoundError:
+            return
+        self._read += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        if final and self._partial:
+            lines, self._partial = [*lines, self._partial], b""
+        for line in lines:
+            text = line.decode(errors="replace")
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+
+    async def relay_task_output(self, interval: float = 0.2) -> None:
+        """Show task output as it comes, until cancelled."""
+        while True:
+            self.show_task_output()
+            await asyncio.sleep(interval)
 
     def _table(self) -> Table:
         return status_table(self.last, self.title, time.monotonic() - self.started)
 
     def update(self, status: dict[str, Any]) -> None:
+        self.show_task_output()  # what the tasks printed comes before their new states
         self.last = status
         if self.live is not None:
             self.live.update(self._table())

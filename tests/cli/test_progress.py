@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -57,3 +58,19 @@ def test_progress_lines_when_not_a_terminal() -> None:
         "a: Succeeded",
         "run: Succeeded",
     ]
+
+
+def test_task_output_is_shown_a_whole_line_at_a_time(tmp_path: Path) -> None:
+    output = tmp_path / "task-output"
+    stream = io.StringIO()
+    progress = Progress("t", stream=stream, task_output=output)
+    progress.show_task_output()  # no worker wrote anything yet
+    output.write_bytes(b"[a] one\n[b 2] tw")
+    progress.show_task_output()
+    assert stream.getvalue() == "[a] one\n"
+    with output.open("ab") as f:
+        f.write(b"o\n[c] [not markup] \xff\n[d] no newline")
+    progress.show_task_output()
+    assert stream.getvalue() == "[a] one\n[b 2] two\n[c] [not markup] \ufffd\n"
+    progress.show_task_output(final=True)
+    assert stream.getvalue().endswith("[d] no newline\n")

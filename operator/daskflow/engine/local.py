@@ -69,13 +69,15 @@ async def dask_client(
     import_paths: Sequence[str | Path] = (),
     env: dict[str, str] | None = None,
     memory_limit: int | None = None,
+    task_output: Path | None = None,
 ) -> AsyncIterator[Client]:
     """An asynchronous client on ``address``, or on a LocalCluster closed on exit.
 
     The LocalCluster starts inside this context, so cancelling the task that enters it
     stops a start that takes long (many workers); workers still starting then are left
     to the caller (``daskflow.interrupt.stop_worker_processes``). ``import_paths`` are
-    absolute directories that local workers import from first.
+    absolute directories that local workers import from first; ``task_output`` is the
+    file they write their output to (their stderr if None).
     """
     if address:
         async with _Client(address, asynchronous=True) as client:
@@ -95,6 +97,7 @@ async def dask_client(
             **(env or {}),
             "PYTHONPATH": worker_pythonpath(import_paths),  # for commands that run python
             workerprocess.IMPORT_PATHS_ENV: os.pathsep.join(map(str, import_paths)),
+            **({workerprocess.TASK_OUTPUT_ENV: str(task_output)} if task_output else {}),
         },
     )
     try:

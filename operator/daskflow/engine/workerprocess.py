@@ -7,10 +7,13 @@ its Nanny restarts after a death), this module:
 - puts the user's directories (``DASKFLOW_IMPORT_PATHS``) first on ``sys.path``. The Nanny
   sets a worker's environment only after its interpreter started, so ``PYTHONPATH`` never
   reaches ``sys.path``.
-- sends task output to stderr: daskflow's stdout carries only the final status (``-o json``
-  must stay parseable). Lines printed while a task runs are prefixed with the task's name
-  and, for a mapped item, its index: ``[name] text`` or ``[name 3] text``. Output written
-  to file descriptor 1 directly (C code, inherited by a child process) goes to stderr too.
+- keeps task output off stdout: daskflow's stdout carries only the final status (``-o
+  json`` must stay parseable). Lines printed while a task runs are prefixed with the task's
+  name and, for a mapped item, its index: ``[name] text`` or ``[name 3] text``. Everything
+  the process writes (file descriptors 1 and 2 included, so C code and child processes
+  too) goes to the file named by ``DASKFLOW_TASK_OUTPUT``, which ``daskflow run`` shows on
+  its stderr (a live table on a terminal would be torn by direct writes); without it, to
+  the worker's stderr.
 - ignores Ctrl-C: a terminal sends SIGINT to every process of its group, workers
   included; ``daskflow run`` cancels the run and closes the workers itself.
 """
@@ -28,6 +31,7 @@ from collections.abc import Iterator
 from typing import Any, TextIO, cast
 
 IMPORT_PATHS_ENV = "DASKFLOW_IMPORT_PATHS"
+TASK_OUTPUT_ENV = "DASKFLOW_TASK_OUTPUT"
 
 _LABEL: contextvars.ContextVar[str | None] = contextvars.ContextVar("daskflow_task", default=None)
 
@@ -110,6 +114,11 @@ def dask_setup(worker: Any) -> None:
     stderr = sys.__stderr__
     if stderr is not None and not isinstance(sys.stdout, LabelledOutput):
         sys.stdout.flush()
+        stderr.flush()
+        if os.environ.get(TASK_OUTPUT_ENV):
+            fd = os.open(os.environ[TASK_OUTPUT_ENV], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            os.dup2(fd, stderr.fileno())
+            os.close(fd)
         os.dup2(stderr.fileno(), 1)
         labelled = LabelledOutput(stderr)
         sys.stdout = sys.stderr = cast(TextIO, labelled)
