@@ -112,6 +112,33 @@ def test_manifest_in_a_subdirectory_run_from_elsewhere(project: UserProject) -> 
     assert task_results(proc.stdout) == {"run": "from src next to the manifest"}
 
 
+def test_a_worker_restarted_after_a_death_imports_them_too(project: UserProject) -> None:
+    project.module(
+        "fragile.py",
+        """
+        import os
+        import pathlib
+
+        def once():
+            marker = pathlib.Path(__file__).with_name("died-once")
+            if not marker.exists():
+                marker.write_text("")
+                print("dying")
+                os._exit(3)
+            print("back")
+            return os.getpid()
+        """,
+    )
+    flow = project.manifest(
+        "restart", [{"name": "once", "call": "fragile:once", "retries": 1}], cluster={"workers": 1}
+    )
+    proc = project.daskflow("run", flow.name, "-o", "json")
+    assert_clean_exit(proc)
+    assert (project.root / "died-once").exists()  # the first worker did die
+    assert isinstance(task_results(proc.stdout)["once"], int)
+    assert "[once] back" in proc.stderr.splitlines()
+
+
 # -- task output -----------------------------------------------------------------------
 
 
