@@ -182,11 +182,12 @@ def _local_settings(flow: FlowRun, address: str | None, workers: int, threads: i
         ignored, memory_limit = ["limits.memory", *ignored], None
     if ignored:
         names = ", ".join(f"cluster.resources.{k}" for k in ignored)
-        where = "the workers of --address" if address else "local workers"
-        print(
-            f"daskflow: warning: {names}: applies only on Kubernetes; {where} ignore it",
-            file=sys.stderr,
+        why = (
+            "the workers of --address exist already"
+            if address
+            else "local workers take only limits.memory; the rest applies on Kubernetes"
         )
+        print(f"daskflow: warning: not applied: {names} ({why})", file=sys.stderr)
     cpus = os.cpu_count() or 1
     if not address and workers * threads > 4 * cpus:
         print(

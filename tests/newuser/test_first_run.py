@@ -218,7 +218,7 @@ def test_memory_limit_applies_to_local_workers(project: UserProject) -> None:
     proc = project.daskflow("run", flow.name, "-o", "json", "--threads-per-worker", str(too_many))
     assert_clean_exit(proc)
     assert task_results(proc.stdout) == {"probe": 300 * 2**20}
-    assert "cluster.resources.limits.cpu: applies only on Kubernetes" in proc.stderr
+    assert "not applied: cluster.resources.limits.cpu (local workers take only" in proc.stderr
     assert f"1 workers x {too_many} threads is far more than" in proc.stderr
 
 
