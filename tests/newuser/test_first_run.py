@@ -155,6 +155,8 @@ def test_task_output_goes_to_stderr_labelled(project: UserProject) -> None:
             print(" and its end")
             print("to stderr", file=sys.stderr)
             os.write(1, b"raw bytes on fd 1\\n")
+            sys.stdout.buffer.write(b"bytes through sys.stdout.buffer\\n")
+            sys.stdout.buffer.flush()
             return n
 
         def square(x):
@@ -192,6 +194,7 @@ def test_task_output_goes_to_stderr_labelled(project: UserProject) -> None:
             "[square 0] squaring 1",
             "[square 2] squaring 3",
             "raw bytes on fd 1",
+            "bytes through sys.stdout.buffer",
         ):
             assert line in lines, (line, proc.stderr)
 

@@ -53,6 +53,16 @@ class LabelledOutput(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return self.target.encoding
 
+    @property
+    def errors(self) -> str | None:  # type: ignore[override]
+        return self.target.errors
+
+    @property
+    def buffer(self) -> Any:
+        """The bytes underneath, for code that writes bytes (unlabelled)."""
+        self.target.flush()
+        return self.target.buffer
+
     def writable(self) -> bool:
         return True
 
