@@ -25,6 +25,7 @@ from tests.kube.harness import (
     apply,
     bind_rules,
     get_flowrun,
+    rules,
     wait_established,
     wait_for,
     wait_for_phase,
@@ -34,6 +35,7 @@ from tests.kube.test_operator_inprocess import events, flowrun
 pytestmark = pytest.mark.kube
 
 PEERING_CRDS = CRDS / "kopf.dev_peerings.yaml"
+RBAC_API = "rbac.authorization.k8s.io/v1"
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +222,43 @@ def test_an_api_error_names_the_verb_the_resource_and_the_object(
         "delete flowruns.daskflow.io kube-system/f1: 403 Forbidden: "
     ), deleted.value
     assert (created.value.status, deleted.value.status) == (404, 403)
+
+
+def test_a_run_the_operator_cannot_start_says_why_and_still_meets_its_deadline(
+    bare: KubeCluster, ns: str
+) -> None:
+    # A broken install: the operator's Role lacks `create` on Jobs, so every attempt to
+    # start the runner is refused.
+    account = "daskflow-operator"
+    kubeconfig = bare.service_account_kubeconfig(ns, account)
+    crippled = [
+        {**rule, "verbs": ["get", "delete"]} if rule["resources"] == ["jobs"] else rule
+        for rule in rules("operator-rules")
+    ]
+    assert crippled != rules("operator-rules")
+    meta = {"name": account, "namespace": ns}
+    apply(bare, {"apiVersion": RBAC_API, "kind": "Role", "metadata": meta, "rules": crippled})
+    apply(
+        bare,
+        {
+            "apiVersion": RBAC_API,
+            "kind": "RoleBinding",
+            "metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": account},
+            "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": ns}],
+        },
+    )
+    args = ("--namespace", ns, "--standalone", "--default-backend", "local")
+    with operator(bare, kubeconfig, *args):
+        apply(
+            bare,
+            flowrun("refused", [{"name": "hi", "command": ["echo", "hi"]}], deadlineSeconds=5),
+            ns,
+        )
+        pending = wait_for_phase(bare, ns, "refused", ("Pending",), timeout=60)["status"]
+        assert pending["reason"] == "ApiError"
+        assert "create jobs.batch " + ns + "/refused-" in pending["message"]
+        assert "403 Forbidden" in pending["message"]
+        # deadlineSeconds 5, plus the operator's grace of 10 s, plus a retry.
+        failed = wait_for_phase(bare, ns, "refused", ("Failed",), timeout=90)["status"]
+    assert (failed["reason"], failed["message"]) == ("DeadlineExceeded", "deadline of 5s exceeded")

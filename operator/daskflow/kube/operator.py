@@ -60,6 +60,8 @@ FINALIZER = "daskflow.io/finalizer"
 SUPERVISE_INTERVAL = 1.0  # reading the live body: no API call
 CHILD_POLL_INTERVAL = 5.0  # reading the Job and the DaskCluster: one GET each
 DEADLINE_GRACE = 10.0  # the runner enforces the deadline itself; this is the backstop
+RETRY_DELAY = 5.0  # after a failed API call
+API_ERROR = "ApiError"  # the reason of a run the operator cannot start yet
 
 
 @dataclass
@@ -84,6 +86,19 @@ def snapshot(body: Any) -> dict[str, Any]:
 def _task_names(body: dict[str, Any]) -> list[str]:
     tasks = (body.get("spec") or {}).get("tasks") or []
     return [t["name"] for t in tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+
+def deadline_exceeded(snap: dict[str, Any], now: datetime) -> float | None:
+    """The run's ``deadlineSeconds`` if it passed more than the grace ago, else None.
+
+    A runner that never started (say, its image cannot be pulled) has written no startTime:
+    the deadline then counts from the FlowRun's creation.
+    """
+    deadline = (snap.get("spec") or {}).get("deadlineSeconds")
+    since = (snap.get("status") or {}).get("startTime") or snap["metadata"].get("creationTimestamp")
+    if deadline and since and (now - parse_time(since)).total_seconds() > deadline + DEADLINE_GRACE:
+        return float(deadline)
+    return None
 
 
 class ChildConflict(Exception):
@@ -146,6 +161,28 @@ class Supervisor:
                 end_run(body.get("status") or {}, phase, reason, message, _task_names(body))
             )
         await self.delete_children(body, runner=True)
+
+    async def retrying(self, body: Any, err: ApiException) -> None:
+        """An API call failed and the daemon will try again: meanwhile the run still meets
+        its deadline, and a run without a phase gets one that says why it waits."""
+        snap = snapshot(body)
+        status = snap.get("status") or {}
+        if Phase(status.get("phase") or Phase.PENDING).terminal:
+            return
+        deadline = deadline_exceeded(snap, datetime.now(UTC))
+        if deadline is not None:
+            await self.end(
+                snap, Phase.FAILED, "DeadlineExceeded", f"deadline of {deadline:g}s exceeded"
+            )
+        elif not status.get("phase") or status.get("reason") == API_ERROR:
+            with contextlib.suppress(RunEndedElsewhere):
+                await StatusWriter(self.api, snap, "operator").write(
+                    {
+                        "phase": str(Phase.PENDING),
+                        "reason": API_ERROR,
+                        "message": f"the operator retries every {RETRY_DELAY:g}s: {err}",
+                    }
+                )
 
     # -- the daemon ------------------------------------------------------------------------
     async def supervise(self, body: Any, stopped: kopf.DaemonStopped) -> None:
@@ -248,7 +285,7 @@ class Supervisor:
                 await self.create_or_adopt(autoscaler, meta["uid"])
         await self.create_or_adopt(build_runner_job(flow, defaults, backend), meta["uid"])
         status = snap.get("status") or {}
-        if not status.get("phase"):
+        if not status.get("phase") or status.get("reason") == API_ERROR:
             writer = StatusWriter(self.api, snap, "operator")
             with contextlib.suppress(RunEndedElsewhere):
                 await writer.write(
@@ -279,12 +316,8 @@ class Supervisor:
                 await self.end(snap, Phase.CANCELLED, "Cancelled", "cancelled: spec.cancel is true")
                 return
             now = datetime.now(UTC)
-            deadline = spec.get("deadlineSeconds")
-            # A runner that never started (say, its image cannot be pulled) has written no
-            # startTime: the deadline then counts from the FlowRun's creation.
-            since = status.get("startTime") or snap["metadata"].get("creationTimestamp")
-            started = parse_time(since) if since else None
-            if deadline and started and (now - started).total_seconds() > deadline + DEADLINE_GRACE:
+            deadline = deadline_exceeded(snap, now)
+            if deadline is not None:
                 await self.end(
                     snap, Phase.FAILED, "DeadlineExceeded", f"deadline of {deadline:g}s exceeded"
                 )
@@ -377,7 +410,7 @@ def build_registry() -> kopf.OperatorRegistry:
         cancellation_backoff=15.0,
         cancellation_timeout=30.0,
         initial_delay=0,
-        backoff=5,
+        backoff=RETRY_DELAY,
     )
     async def flowrun_daemon(
         body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any
@@ -387,7 +420,9 @@ def build_registry() -> kopf.OperatorRegistry:
             await sup.supervise(body, stopped)
         except ApiException as err:
             sup.metrics.reconcile_errors_total.labels("api").inc()
-            raise kopf.TemporaryError(f"API error: {err}", delay=5) from err
+            with contextlib.suppress(ApiException):
+                await sup.retrying(body, err)
+            raise kopf.TemporaryError(f"API error: {err}", delay=RETRY_DELAY) from err
         except kopf.PermanentError:
             sup.metrics.reconcile_errors_total.labels("internal").inc()
             raise
