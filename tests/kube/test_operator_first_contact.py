@@ -71,7 +71,7 @@ def no_peering_crd(bare: KubeCluster) -> None:
 @pytest.fixture
 def peering_crd(bare: KubeCluster) -> None:
     bare.kubectl("apply", "-f", str(PEERING_CRDS), check=True)
-    wait_established(bare, "kopfpeerings.kopf.dev")
+    wait_established(bare, "kopfpeerings.kopf.dev", "clusterkopfpeerings.kopf.dev")
 
 
 def operator_account(kube: KubeCluster, namespace: str) -> Path:
@@ -82,9 +82,9 @@ def operator_account(kube: KubeCluster, namespace: str) -> Path:
 
 
 @contextmanager
-def operator(kube: KubeCluster, kubeconfig: Path, *args: str) -> Iterator[OperatorProcess]:
+def operator(kube: KubeCluster, kubeconfig: Path, ns: str, *args: str) -> Iterator[OperatorProcess]:
     """The installed `daskflow operator ARGS`, not waited for: it may never be ready."""
-    op = OperatorProcess(kubeconfig, list(args), kube.work_dir / f"operator-{args[1]}.log")
+    op = OperatorProcess(kubeconfig, list(args), kube.work_dir / f"operator-{ns}.log")
     op.start(wait=False)
     try:
         yield op
@@ -119,7 +119,7 @@ def test_without_the_peering_crd_it_says_so_and_is_not_ready(
     bare: KubeCluster, ns: str, no_peering_crd: None
 ) -> None:
     # As the README shows: `daskflow operator --namespace NS`, peering on by default.
-    with operator(bare, operator_account(bare, ns), "--namespace", ns) as op:
+    with operator(bare, operator_account(bare, ns), ns, "--namespace", ns) as op:
         line = log_line(op, "ERROR", "KopfPeering CRD (kopfpeerings.kopf.dev) is not installed")
         assert "kubectl apply -R -f crds/" in line
         assert "--standalone" in line
@@ -129,7 +129,7 @@ def test_without_the_peering_crd_it_says_so_and_is_not_ready(
 def test_a_kubernetes_run_without_dask_kubernetes_fails_at_once_with_an_event(
     bare: KubeCluster, ns: str
 ) -> None:
-    with operator(bare, operator_account(bare, ns), "--namespace", ns, "--standalone") as op:
+    with operator(bare, operator_account(bare, ns), ns, "--namespace", ns, "--standalone") as op:
         line = log_line(op, "ERROR", "DaskCluster, DaskWorkerGroup, DaskAutoscaler CRDs (")
         assert "daskclusters.kubernetes.dask.org" in line
         assert "kubectl apply -R -f crds/" in line
@@ -168,7 +168,7 @@ def test_a_missing_peering_object_is_named_and_the_operator_resumes_once_it_exis
 ) -> None:
     # The chart's operator rules may not create KopfPeerings: the chart creates them.
     args = ("--namespace", ns, "--default-backend", "local")
-    with operator(bare, operator_account(bare, ns), *args) as op:
+    with operator(bare, operator_account(bare, ns), ns, *args) as op:
         line = log_line(op, "ERROR", f"KopfPeering {ns}/daskflow does not exist")
         assert "may not create it: 403" in line
         assert "--standalone" in line
@@ -195,7 +195,7 @@ def test_the_operator_creates_the_peering_object_when_it_may(
     bare: KubeCluster, ns: str, peering_crd: None
 ) -> None:
     # A newcomer's own (admin) kubeconfig may create it.
-    with operator(bare, bare.kubeconfig, "--namespace", ns, "--default-backend", "local") as op:
+    with operator(bare, bare.kubeconfig, ns, "--namespace", ns, "--default-backend", "local") as op:
         log_line(op, "INFO", f"created KopfPeering {ns}/daskflow")
         wait_for(op.ready, 60, "the operator to be ready")
     got = bare.kubectl("get", "kopfpeering", "daskflow", "-n", ns, "-o", "json", check=True)
@@ -249,7 +249,7 @@ def test_a_run_the_operator_cannot_start_says_why_and_still_meets_its_deadline(
         },
     )
     args = ("--namespace", ns, "--standalone", "--default-backend", "local")
-    with operator(bare, kubeconfig, *args):
+    with operator(bare, kubeconfig, ns, *args):
         apply(
             bare,
             flowrun("refused", [{"name": "hi", "command": ["echo", "hi"]}], deadlineSeconds=5),
@@ -262,3 +262,15 @@ def test_a_run_the_operator_cannot_start_says_why_and_still_meets_its_deadline(
         # deadlineSeconds 5, plus the operator's grace of 10 s, plus a retry.
         failed = wait_for_phase(bare, ns, "refused", ("Failed",), timeout=90)["status"]
     assert (failed["reason"], failed["message"]) == ("DeadlineExceeded", "deadline of 5s exceeded")
+
+
+def test_a_cluster_wide_operator_creates_the_cluster_peering_when_it_may(
+    bare: KubeCluster, ns: str, peering_crd: None
+) -> None:
+    bare.kubectl("delete", "clusterkopfpeering", "daskflow", "--ignore-not-found", check=True)
+    args = ("--all-namespaces", "--default-backend", "local")
+    with operator(bare, bare.kubeconfig, ns, *args) as op:
+        log_line(op, "INFO", "created ClusterKopfPeering daskflow")
+        wait_for(op.ready, 60, "the operator to be ready")
+    got = bare.kubectl("get", "clusterkopfpeering", "daskflow", "-o", "json", check=True)
+    assert json.loads(got.stdout)["kind"] == "ClusterKopfPeering"
