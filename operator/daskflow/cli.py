@@ -112,6 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             tempfile.TemporaryDirectory(prefix="daskflow-") as tmp,
             Progress(flow.name, task_output=Path(tmp, "task-output")) as progress,
         ):
+            interrupts.temporary.append(tmp)
             relay = asyncio.create_task(progress.relay_task_output())
             try:
                 async with dask_client(

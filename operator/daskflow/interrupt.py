@@ -17,6 +17,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.resource_tracker
 import os
+import shutil
 import signal
 import threading
 from collections.abc import Callable
@@ -33,6 +34,7 @@ class Interrupts:
     def __init__(self) -> None:
         self.first: str | None = None
         self._on_first: Callable[[str], object] | None = None
+        self.temporary: list[str] = []  # directories to remove even when exiting at once
 
     def install(self) -> None:
         # Starting multiprocessing's resource tracker unblocks SIGINT: start it first.
@@ -63,6 +65,8 @@ class Interrupts:
         # Not print(): this may interrupt the main thread inside a print of its own.
         os.write(2, f"daskflow: second {sig.name}: exiting at once, without a status\n".encode())
         stop_worker_processes()
+        for path in self.temporary:
+            shutil.rmtree(path, ignore_errors=True)
         os._exit(EXIT_INTERRUPTED)
 
 

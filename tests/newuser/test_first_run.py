@@ -259,7 +259,10 @@ class Running:
 
     def __init__(self, project: UserProject, *args: str) -> None:
         self.root = project.root
-        self.proc = project.popen(*args, start_new_session=True)
+        self.tmp = project.root.parent / "tmp"  # the command's temporary files
+        self.tmp.mkdir(exist_ok=True)
+        env = {**os.environ, "TMPDIR": str(self.tmp)}
+        self.proc = project.popen(*args, start_new_session=True, env=env)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._readers = [
@@ -346,3 +349,4 @@ def test_second_ctrl_c_exits_at_once(project: UserProject) -> None:
     assert "second SIGINT: exiting at once" in stderr
     assert "Traceback" not in stderr
     assert_nothing_left(project.root, recorded)
+    assert not list(run.tmp.glob("daskflow-*"))
