@@ -70,6 +70,7 @@ async def dask_client(
     env: dict[str, str] | None = None,
     memory_limit: int | None = None,
     task_output: Path | None = None,
+    connect_timeout: float | None = None,
 ) -> AsyncIterator[Client]:
     """An asynchronous client on ``address``, or on a LocalCluster closed on exit.
 
@@ -77,10 +78,12 @@ async def dask_client(
     stops a start that takes long (many workers); workers still starting then are left
     to the caller (``daskflow.interrupt.stop_worker_processes``). ``import_paths`` are
     absolute directories that local workers import from first; ``task_output`` is the
-    file they write their output to (their stderr if None).
+    file they write their output to (their stderr if None). ``connect_timeout`` is how long
+    to keep trying to reach ``address`` (default: Dask's ``distributed.comm.timeouts.connect``),
+    for a scheduler that is still starting.
     """
     if address:
-        async with _Client(address, asynchronous=True) as client:
+        async with _Client(address, asynchronous=True, timeout=connect_timeout) as client:
             yield client
         return
     cluster = _LocalCluster(

@@ -2,8 +2,9 @@
 ``kubernetes`` client, with dicts in and dicts out.
 
 Every call runs in a worker thread (the client is synchronous), so kopf's event loop never
-blocks on the network. Every resource daskflow touches lives under ``/apis/<group>``, so
-the generic custom-objects client serves them all, Jobs and Events included. Every failed
+blocks on the network. Every resource daskflow writes lives under ``/apis/<group>``, so
+the generic custom-objects client serves them all, Jobs and Events included; the one core
+resource, Pods, is only ever listed (why a Pending run's pods cannot start). Every failed
 call raises :class:`KubeApiError`, which names the verb, the resource and the object: a
 log line must say what failed, not just "404".
 """
@@ -54,8 +55,8 @@ class Resource:
     plural: str
 
     def __str__(self) -> str:
-        """kubectl's spelling: ``daskclusters.kubernetes.dask.org``."""
-        return f"{self.plural}.{self.group}"
+        """kubectl's spelling: ``daskclusters.kubernetes.dask.org``, ``pods``."""
+        return f"{self.plural}.{self.group}" if self.group else self.plural
 
 
 FLOWRUNS = Resource(API_GROUP, API_VERSION, PLURAL)
@@ -63,6 +64,7 @@ DASKCLUSTERS = Resource("kubernetes.dask.org", "v1", "daskclusters")
 DASKAUTOSCALERS = Resource("kubernetes.dask.org", "v1", "daskautoscalers")
 JOBS = Resource("batch", "v1", "jobs")
 EVENTS = Resource("events.k8s.io", "v1", "events")
+PODS = Resource("", "v1", "pods")
 
 KIND_RESOURCES = {
     "DaskCluster": DASKCLUSTERS,
@@ -128,6 +130,7 @@ class KubeApi:
     def __init__(self, api_client: client.ApiClient | None = None) -> None:
         self.api_client = api_client or load_api_client()
         self.custom = client.CustomObjectsApi(self.api_client)
+        self.core = client.CoreV1Api(self.api_client)
 
     async def _call(
         self,
@@ -187,6 +190,17 @@ class KubeApi:
         )
         items: list[dict[str, Any]] = out.get("items", [])
         return items
+
+    async def list_pods(self, namespace: str, label_selector: str) -> Any:
+        """Pods as plain dicts, as the API sends them (camelCase keys)."""
+        response = await self._call(
+            ("list", PODS, namespace, "*"),
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
+            _preload_content=False,
+        )
+        return json.loads(response.data)["items"]
 
     async def create(
         self, res: Resource, namespace: str | None, body: dict[str, Any]

@@ -40,6 +40,7 @@ from .api import (
     load_api_client,
 )
 from .builders import (
+    LABEL_UID,
     OperatorDefaults,
     build_dask_autoscaler_spec,
     build_dask_cluster_spec,
@@ -50,6 +51,7 @@ from .builders import (
     service_account_problem,
 )
 from .metrics import FlowRunMetrics
+from .pods import ImagePullWatch
 from .readiness import DASK_KUBERNETES, DaskKubernetesMissing, Preflight, serve_health
 from .runner import RunnerSettings, _manifest, drive_flowrun
 from .status import RunEndedElsewhere, StatusWriter
@@ -270,16 +272,8 @@ class Supervisor:
         if problem is not None:
             await self.end(snap, Phase.FAILED, "ServiceAccountNotAllowed", problem)
             return
-        created = datetime.now(UTC)
         if backend == "kubernetes":
-            cluster = await self.create_or_adopt(
-                build_dask_cluster_spec(flow, defaults, name), meta["uid"]
-            )
-            created = (
-                parse_time(cluster["metadata"]["creationTimestamp"])
-                if cluster.get("metadata", {}).get("creationTimestamp")
-                else created
-            )
+            await self.create_or_adopt(build_dask_cluster_spec(flow, defaults, name), meta["uid"])
             autoscaler = build_dask_autoscaler_spec(flow, name)
             if autoscaler is not None:
                 await self.create_or_adopt(autoscaler, meta["uid"])
@@ -302,7 +296,7 @@ class Supervisor:
                         },
                     }
                 )
-        cluster_ready = False
+        images = ImagePullWatch()
         next_poll = 0.0
         loop = asyncio.get_running_loop()
         while not stopped.is_set():
@@ -326,19 +320,23 @@ class Supervisor:
                 await stopped.wait(SUPERVISE_INTERVAL)
                 continue
             next_poll = loop.time() + CHILD_POLL_INTERVAL
-            if backend == "kubernetes" and not cluster_ready:
-                current = await self.api.get(DASKCLUSTERS, meta["namespace"], name)
-                if (current or {}).get("status", {}).get("phase") == "Running":
-                    cluster_ready = True
-                elif phase == Phase.PENDING and (now - created).total_seconds() > float(
-                    (spec.get("cluster") or {}).get("startupTimeoutSeconds", 300)
-                ):
+            if phase == Phase.PENDING:
+                # The runner starts the run once it reaches the scheduler; until then, look
+                # for pods that cannot start. (dask-kubernetes marks a DaskCluster Running
+                # as soon as its Service exists, so its phase says nothing here.)
+                pods = await self.api.list_pods(meta["namespace"], f"{LABEL_UID}={meta['uid']}")
+                problem = images.problem(pods, loop.time())
+                if problem is not None:
+                    await self.end(snap, Phase.FAILED, "ImagePullFailed", problem)
+                    return
+                timeout = flow.spec.cluster.startup_timeout_seconds
+                created = parse_time(snap["metadata"]["creationTimestamp"])
+                if backend == "kubernetes" and (now - created).total_seconds() > timeout:
                     await self.end(
                         snap,
                         Phase.FAILED,
                         "ClusterStartTimeout",
-                        "the Dask cluster was not ready within "
-                        f"{flow.spec.cluster.startup_timeout_seconds:g}s",
+                        f"the Dask cluster was not ready within {timeout:g}s",
                     )
                     return
             job = await self.api.get(JOBS, meta["namespace"], name)

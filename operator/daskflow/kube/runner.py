@@ -71,7 +71,7 @@ def resolve_target(body: dict[str, Any], settings: RunnerSettings) -> tuple[str,
 
 @contextlib.asynccontextmanager
 async def _cluster(
-    flow_body: dict[str, Any], backend: str, address: str | None
+    flow_body: dict[str, Any], backend: str, address: str | None, startup_timeout: float
 ) -> AsyncIterator[tuple[Client, float]]:
     spec = flow_body["spec"].get("cluster") or {}
     started = time.monotonic()
@@ -84,7 +84,9 @@ async def _cluster(
     else:
         if not address:
             raise ValueError(f"backend {backend!r} needs a scheduler address")
-        ctx = dask_client(address=address)
+        # The scheduler pod may start after this one: wait for it as long as the run may
+        # take to start its cluster, not just Dask's connect timeout (30 s).
+        ctx = dask_client(address=address, connect_timeout=startup_timeout)
     async with ctx as client:
         yield client, time.monotonic() - started
 
@@ -160,7 +162,8 @@ async def drive_flowrun(
     uid = body["metadata"].get("uid", name)
     remote = backend != "local"
     try:
-        async with _cluster(body, backend, address) as (client, startup):
+        startup_timeout = flow.spec.cluster.startup_timeout_seconds
+        async with _cluster(body, backend, address, startup_timeout) as (client, startup):
             runner_info["clusterStartupSeconds"] = round(startup, 3)
             values = await _restore_values(client, dataset_prefix(uid), status) if remote else {}
             engine = FlowEngine(
