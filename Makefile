@@ -36,7 +36,8 @@ test: venv lint testenv
 unit: venv
 	$(BIN)/pytest -m "not kube and not docker and not e2e" $(PYTEST_ARGS)
 
-# The end-to-end tier on a real single-node cluster (hack/cluster.sh; needs root).
+# The end-to-end tier alone: a real single-node cluster (hack/cluster.sh; root), the project's
+# image and chart, real pods. DASKFLOW_E2E_KEEP=1 keeps the cluster for a quicker rerun.
 e2e: venv testenv
 	$(BIN)/pytest -m e2e tests/e2e $(PYTEST_ARGS)
 
