@@ -268,11 +268,13 @@ def test_runner_with_only_its_own_rules_drives_the_run(crds: KubeCluster, namesp
             ),
             namespace,
         )
-        children(crds, namespace, "by-runner")
+        job_name, _, _ = children(crds, namespace, "by-runner")
         # When the runner runs as the daskflow-runner ServiceAccount, as its pod would
         runner = runner_process(crds, namespace, "by-runner")
         assert runner.wait(120) == 0
         status = wait_for_phase(crds, namespace, "by-runner")["status"]
+        # And once the run has ended, its runner Job goes too
+        wait_for(lambda: get(crds, "jobs.batch", namespace, job_name) is None, 30, "Job gone")
     # Then it drove the run to the end with nothing but the runner's rules
     assert status["phase"] == "Succeeded"
     assert status["tasks"]["say"]["result"] == "[2,4,6]"

@@ -209,7 +209,8 @@ class Supervisor:
             return
         snap = snapshot(body)
         if Phase((snap.get("status") or {}).get("phase") or Phase.PENDING).terminal:
-            await self.delete_children(snap, runner=False)
+            # The run's status holds its outcome: nothing of it needs to keep running.
+            await self.delete_children(snap, runner=True)
             await self._expire_after_ttl(body, stopped)
 
     async def _run_in_process(self, body: Any, stopped: kopf.DaemonStopped) -> None:
