@@ -311,7 +311,16 @@ class Scenario:
             ]
             return left
 
-        wait_until(lambda: not leftovers() or None, timeout, f"no children of {self.name}")
+        left: list[str] = []
+
+        def none_left() -> bool:
+            left[:] = leftovers()
+            return not left
+
+        try:
+            wait_until(none_left, timeout, f"no children of {self.name}")
+        except AssertionError:
+            raise AssertionError(f"left after {timeout:g}s: {left}") from None
         self.mark("nothing left")
         return self
 
