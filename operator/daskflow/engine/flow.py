@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from distributed import Client, Future, as_completed
+from distributed.client import FutureCancelledError
 
 from ..model.graph import (
     REFERENCING_FIELDS,
@@ -64,6 +65,12 @@ MAPPED_RESULT_BYTES = 64 * RESULT_LIMIT
 
 AnyFuture = Future[Any]
 _LIVE = frozenset({"pending", "lost"})  # Future.status of a task that has not ended
+# distributed cancels every future of a client that loses its scheduler, with this reason.
+SCHEDULER_LOST = "scheduler-connection-lost"
+SCHEDULER_LOST_MESSAGE = (
+    "lost the Dask scheduler (its pod was deleted or crashed, or the network failed): "
+    "the run's tasks and results on the cluster are gone"
+)
 # Mapped items are followed by looking at the status of their futures, not through
 # ``as_completed`` (which costs several asyncio tasks per future): the front of each map's
 # queue every SCAN_MIN..SCAN_MAX seconds, and the whole queue every FULL_SCAN(_SLOW) s, so
@@ -640,6 +647,8 @@ class FlowEngine:
         if future.status == "finished":
             return TaskState.SUCCEEDED, None, None, None
         if future.status == "cancelled":
+            if not self._stop.is_set() and await self._cancel_reason(future) == SCHEDULER_LOST:
+                self.cancel(SCHEDULER_LOST_MESSAGE, phase=Phase.FAILED, reason="SchedulerLost")
             return TaskState.CANCELLED, "cancelled", None, None
         try:
             exc = await self._as_any(future).exception()
@@ -666,6 +675,17 @@ class FlowEngine:
     @staticmethod
     def _as_any(future: AnyFuture) -> Any:
         return future
+
+    @staticmethod
+    async def _cancel_reason(future: AnyFuture) -> str | None:
+        """Why distributed cancelled a future (awaiting it raises that)."""
+        try:
+            await future
+        except FutureCancelledError as err:
+            return err.reason
+        except BaseException:  # anything else: not a cancellation we can explain
+            return None
+        return None
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         msg = event[1]
@@ -804,6 +824,8 @@ class FlowEngine:
             self._dask.unsubscribe_topic(self.topic)
         counts = self.book.counts()
         failed = [n for n, r in self.book.tasks.items() if r.state == TaskState.FAILED]
+        # Nobody asked for these: the cluster dropped them. The run did not succeed.
+        dropped = [n for n, r in self.book.tasks.items() if r.state == TaskState.CANCELLED]
         total = len(self.book.tasks)
         if stopped:
             self.book.mark_phase(self._stop_phase, self._stop_message, self._stop_reason)
@@ -811,6 +833,13 @@ class FlowEngine:
             shown = ", ".join(failed[:5]) + (", …" if len(failed) > 5 else "")
             self.book.mark_phase(
                 Phase.FAILED, f"{len(failed)} of {total} tasks failed: {shown}", "TasksFailed"
+            )
+        elif dropped:
+            shown = ", ".join(dropped[:5]) + (", …" if len(dropped) > 5 else "")
+            self.book.mark_phase(
+                Phase.FAILED,
+                f"{len(dropped)} of {total} tasks were cancelled by the cluster: {shown}",
+                "TasksCancelled",
             )
         else:
             skipped = counts.get(TaskState.SKIPPED, 0)
