@@ -71,10 +71,10 @@ alive() {
   [[ -s "$DIR/pids/$1" ]] && grep -qsF -- "$1" "/proc/$(cat "$DIR/pids/$1")/cmdline"
 }
 
-# Polls "$@" once a second until it succeeds; gives up after $timeout seconds.
+# wait_for TIMEOUT COMMAND...: runs COMMAND once a second until it succeeds, for at most TIMEOUT seconds.
 wait_for() {
-  local what=$1 timeout=$2 i
-  shift 2
+  local timeout=$1 i
+  shift
   for ((i = 0; i < timeout; i++)); do
     "$@" >/dev/null 2>&1 && return 0
     sleep 1
@@ -324,7 +324,7 @@ start() { # start NAME ARGS...: in the background, PID recorded, log in $DIR/log
 
 start_all() {
   start containerd containerd --config "$DIR/containerd/config.toml"
-  wait_for containerd 30 ctr version || die "containerd did not answer; see $DIR/logs/containerd.log"
+  wait_for 30 ctr version || die "containerd did not answer; see $DIR/logs/containerd.log"
   local img
   for img in pause coredns; do
     ctr images import "$CBIN/$img.tar" >&2
@@ -345,7 +345,7 @@ start_all() {
     --kubelet-certificate-authority "$p/ca.crt" --kubelet-preferred-address-types InternalIP \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key"
-  wait_for kube-apiserver 90 kubectl get --raw /readyz || die "kube-apiserver not ready; see $DIR/logs/kube-apiserver.log"
+  wait_for 90 kubectl get --raw /readyz || die "kube-apiserver not ready; see $DIR/logs/kube-apiserver.log"
   start kube-controller-manager "$KBIN/kube-controller-manager" --kubeconfig "$DIR/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$DIR/controller-manager.kubeconfig" \
     --authorization-kubeconfig "$DIR/controller-manager.kubeconfig" \
@@ -478,14 +478,14 @@ cmd_up() {
     setup_network
     start_all
   fi
-  wait_for node 120 kubectl get node "$NODE" || die "node $NODE did not register; see $DIR/logs/kubelet.log"
+  wait_for 120 kubectl get node "$NODE" || die "node $NODE did not register; see $DIR/logs/kubelet.log"
   kubectl wait --for=condition=Ready "node/$NODE" --timeout=120s >&2 ||
     die "node $NODE not Ready; see $DIR/logs/kubelet.log"
   log "node Ready after $((SECONDS - t0))s"
   deploy_dns
   kubectl -n kube-system rollout status deploy/coredns --timeout=180s >&2 ||
     die "CoreDNS not ready; see kubectl -n kube-system describe pod -l k8s-app=kube-dns"
-  wait_for dns 60 dns_answers || die "the cluster DNS ($DNS_IP) does not answer"
+  wait_for 60 dns_answers || die "the cluster DNS ($DNS_IP) does not answer"
   log "DNS Ready after $((SECONDS - t0))s"
   echo "$DIR/admin.kubeconfig"
 }
@@ -517,6 +517,8 @@ stop() { # stop NAME: SIGTERM to its recorded PID, SIGKILL after 20 s
   rm -f "$DIR/pids/$1"
 }
 
+no_tasks() { [[ -z "$(ctr tasks ls -q)" ]]; }
+
 # Deletes every pod while the kubelet still runs, so that it stops them and calls CNI
 # DEL for each sandbox. The scheduler and controller manager go first: nothing is
 # recreated or scheduled meanwhile.
@@ -525,7 +527,7 @@ delete_workloads() {
   stop kube-controller-manager
   stop kube-scheduler
   kubectl delete pods --all --all-namespaces --grace-period=2 --wait=false >&2 2>/dev/null || true
-  if ! wait_for tasks 90 bash -c "[[ -z \"\$(command ctr --address '$DIR/containerd/containerd.sock' -n k8s.io tasks ls -q)\" ]]"; then
+  if ! wait_for 90 no_tasks; then
     log "containers still running after 90s: $(ctr tasks ls -q | tr '\n' ' ')"
   fi
 }
