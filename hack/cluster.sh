@@ -31,6 +31,9 @@ COREDNS_VERSION=v1.15.0
 CACHE="${DASKFLOW_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/daskflow}"
 KBIN="$CACHE/testenv/$KUBE_VERSION"
 CBIN="$CACHE/cluster/$COREDNS_VERSION"
+# containerd's content and snapshots outlive the cluster, as a cache of the loaded images:
+# the next `load` of an unchanged image unpacks nothing. `down` deletes every container.
+IMAGE_STORE="$CACHE/cluster/containerd"
 DIR="${DASKFLOW_CLUSTER_DIR:-/run/daskflow-cluster}"
 LOCK=/run/lock/daskflow-cluster.lock
 
@@ -210,7 +213,7 @@ write_configs() {
   mkdir -p "$DIR/cni/net.d" "$DIR/containerd" "$DIR/logs" "$DIR/pids" "$DIR/kubelet"
   cat >"$DIR/containerd/config.toml" <<EOF
 version = 2
-root = "$DIR/containerd/root"
+root = "$IMAGE_STORE"
 state = "$DIR/containerd/state"
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
@@ -490,13 +493,37 @@ cmd_up() {
   echo "$DIR/admin.kubeconfig"
 }
 
+# The name containerd stores docker image $1 under: x:t is docker.io/library/x:t.
+containerd_ref() {
+  local ref=$1 first=${1%%/*}
+  if [[ $ref != */* ]]; then
+    ref=docker.io/library/$ref
+  elif [[ $first != *.* && $first != *:* && $first != localhost ]]; then
+    ref=docker.io/$ref
+  fi
+  [[ ${ref##*/} = *[:@]* ]] || ref=$ref:latest
+  echo "$ref"
+}
+
+# The config digest (what docker calls the image ID) of image $1 in the node, if any.
+loaded_id() {
+  local manifest
+  manifest=$(ctr images ls "name==$1" | awk 'NR == 2 {print $3}')
+  [[ -n $manifest ]] || return 0
+  ctr content get "$manifest" | grep -o '"config":{[^}]*}' | grep -o 'sha256:[0-9a-f]*' || true
+}
+
 cmd_load() {
-  local image=${1:?usage: hack/cluster.sh load IMAGE|TARBALL}
+  local image=${1:?usage: hack/cluster.sh load IMAGE|TARBALL} id
   alive containerd || die "the cluster is not up (hack/cluster.sh up)"
   if [[ -f $image ]]; then
     ctr images import "$image" >&2
   else
-    docker image inspect "$image" >/dev/null || die "no local docker image $image"
+    id=$(docker image inspect -f '{{.Id}}' "$image") || die "no local docker image $image"
+    if [[ "$(loaded_id "$(containerd_ref "$image")")" = "$id" ]]; then
+      log "$image ($id) is already loaded"
+      return 0
+    fi
     docker save "$image" | ctr images import - >&2
   fi
   log "loaded $image"
@@ -560,11 +587,15 @@ cmd_down() {
   done
   [[ -x "$KBIN/kube-proxy" ]] && "$KBIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
   remove_chains
-  # Containers still running (a pod that would not stop): kill their tasks, then containerd.
+  # Every container goes (with its task, if one would not stop); the images stay.
   if alive containerd; then
-    for c in $(ctr tasks ls -q 2>/dev/null); do ctr tasks kill -s SIGKILL "$c" >/dev/null 2>&1 || true; done
+    for c in $(ctr containers ls -q 2>/dev/null); do
+      ctr tasks delete --force "$c" >/dev/null 2>&1 || true
+      ctr containers rm "$c" >/dev/null 2>&1 || true
+    done
   fi
   stop containerd
+  rm -rf "$IMAGE_STORE/io.containerd.grpc.v1.cri" # the CRI's per-sandbox files
   # containerd's shims outlive it; each names our socket on its command line.
   for pid in $(grep -lsF -- "$DIR/containerd/containerd.sock" /proc/[0-9]*/cmdline | cut -d/ -f3); do
     [[ "$(cat "/proc/$pid/comm" 2>/dev/null)" = containerd-shim* ]] || continue
