@@ -10,7 +10,8 @@ Session setup, in order (each step's time is printed at the end of the run):
      and ``helm install`` of charts/daskflow from that image (``pullPolicy: Never``), in its
      default runner-pod mode, with its dask-kubernetes controller.
 At the end: every FlowRun is deleted, the release uninstalled, the namespaces removed, and
-``hack/cluster.sh down`` (``DASKFLOW_E2E_KEEP=1`` keeps the cluster for a quicker rerun).
+``hack/cluster.sh down`` (``DASKFLOW_E2E_KEEP=1`` keeps the cluster for a quicker rerun), after
+which the host must be as it was before ``up`` (``tests/e2e/host.py``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import pytest
 import yaml
 from tests.chart.helm import CHART, ROOT, Helm, find_or_build_helm
 from tests.docker.conftest import BASE_IMAGE, _script, docker_engine
+from tests.e2e.host import HostState
 from tests.e2e.scenario import Kubectl, Scenario, wait_until
 from tests.kube.controlplane import KubeCluster, find_kubectl
 
@@ -87,6 +89,8 @@ def cluster_sh(*args: str, timeout: float = 1800) -> str:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
+    """The session's cluster; after ``down``, the host must be as it was before ``up``."""
+    before = HostState.capture()
     started = time.monotonic()
     out = cluster_sh("up").strip().splitlines()
     _timed("cluster up", started)
@@ -100,6 +104,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
             started = time.monotonic()
             cluster_sh("down", timeout=600)
             _timed("cluster down", started)
+            left = HostState.capture().leftovers(before)
+            if left:
+                pytest.fail("hack/cluster.sh down left behind:\n" + "\n".join(left), pytrace=False)
 
 
 @pytest.fixture(scope="session")
