@@ -81,7 +81,8 @@ def _never_started(flow: FlowRun, message: str) -> dict[str, Any]:
 def cmd_run(args: argparse.Namespace) -> int:
     # Ctrl-C (or SIGTERM) cancels the run cleanly, at any moment: the engine stops what is
     # running and marks tasks Cancelled; a cluster still starting is stopped. A second
-    # signal exits at once (see daskflow.interrupt).
+    # signal, or a run not ended a few seconds later, exits at once with the status known
+    # so far (see daskflow.interrupt).
     from .interrupt import Interrupts, stop_worker_processes
 
     interrupts = Interrupts()
@@ -97,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .engine.flow import FlowEngine  # imports distributed: only for a valid flow
     from .engine.local import dask_client, user_import_paths
     from .model.states import Phase
+    from .model.status import end_run
     from .progress import Progress, render_status
 
     # Dask's own logs would bury the progress; LocalCluster restores this level on close.
@@ -107,10 +109,31 @@ def cmd_run(args: argparse.Namespace) -> int:
     address = args.address or flow.spec.cluster.address
     memory_limit = _local_settings(flow, address, workers, threads)
 
-    async def run_flow(engines: list[FlowEngine]) -> dict[str, Any]:
+    engines: list[FlowEngine] = []
+
+    def final(status: dict[str, Any]) -> tuple[str, int]:
+        """The status as printed on stdout, and the exit code that goes with it."""
+        text = render_status(status, args.output, flow.name)
+        code = EXIT_OK if status["phase"] == Phase.SUCCEEDED else EXIT_FAILED
+        return (text if args.output == "table" else text + "\n"), code
+
+    def known_status() -> tuple[str, int]:
+        """What an exit at once prints: the status so far, unfinished tasks Cancelled."""
+        reason = f"cancelled by {interrupts.first}"
+        status = engines[0].status() if engines else _never_started(flow, reason)
+        names = [t.name for t in flow.spec.tasks]
+        return final(end_run(status, Phase.CANCELLED, "Cancelled", reason, names))
+
+    interrupts.on_exit(known_status)
+    # On a terminal that shows the final table too, the live table goes away at the end.
+    transient = args.output == "table" and sys.stdout.isatty()
+
+    async def run_flow() -> dict[str, Any]:
         with (
             tempfile.TemporaryDirectory(prefix="daskflow-") as tmp,
-            Progress(flow.name, task_output=Path(tmp, "task-output")) as progress,
+            Progress(
+                flow.name, task_output=Path(tmp, "task-output"), transient=transient
+            ) as progress,
         ):
             interrupts.temporary.append(tmp)
             relay = asyncio.create_task(progress.relay_task_output())
@@ -128,15 +151,18 @@ def cmd_run(args: argparse.Namespace) -> int:
                         flow, client, on_status=progress.update, status_interval=args.interval
                     )
                     engines.append(engine)
-                    return await engine.run()
+                    status = await engine.run()
+                    progress.close()
+                    # Out before the cluster closes, which may take a while.
+                    interrupts.deliver(*final(status))
+                    return status
             finally:
                 relay.cancel()
 
     async def main() -> dict[str, Any]:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
-        engines: list[FlowEngine] = []
-        run = asyncio.create_task(run_flow(engines))
+        run = asyncio.create_task(run_flow())
         stopped = asyncio.create_task(stop.wait())
         interrupts.on_first(lambda _sig: loop.call_soon_threadsafe(stop.set))
         try:
@@ -166,9 +192,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         finally:
             if interrupts.first:  # workers whose start was cut short
                 stop_worker_processes()
-    end = "" if args.output == "table" else "\n"
-    print(render_status(status, args.output, flow.name), end=end)
-    return EXIT_OK if status["phase"] == Phase.SUCCEEDED else EXIT_FAILED
+    text, code = final(status)
+    interrupts.deliver(text, code)
+    return code
 
 
 def _local_settings(flow: FlowRun, address: str | None, workers: int, threads: int) -> int | None:

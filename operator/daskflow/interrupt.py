@@ -9,6 +9,12 @@ and SIGTERM by a plain handler (which runs between two bytecodes of the main thr
 The block is inherited by the local worker processes, which a terminal's Ctrl-C reaches
 too: they stay undisturbed until their set-up (:mod:`daskflow.engine.workerprocess`)
 installs a handler that ignores it.
+
+A clean cancel needs the event loop, and with a LocalCluster the scheduler runs on that
+loop: taking in a 200,000-item map keeps it busy for a minute. So if the run has not ended
+``GRACE`` seconds after the first signal, or at a second signal, the command ends at once
+from the signal's thread: it prints the status known so far (unfinished tasks Cancelled),
+kills the worker processes and exits.
 """
 
 from __future__ import annotations
@@ -20,21 +26,29 @@ import os
 import shutil
 import signal
 import threading
+import time
 from collections.abc import Callable
 
-EXIT_INTERRUPTED = 130  # the command was interrupted and gave no result
+EXIT_INTERRUPTED = 130  # the command was interrupted (and the run not waited for)
 KILL_WAIT = 10.0  # seconds to wait for killed processes to be gone
+GRACE = 5.0  # seconds a run gets to end cleanly after the first signal
 
 
 class Interrupts:
     """Receives SIGINT and SIGTERM once :meth:`install` ran (in the main thread, before
     any other thread starts). ``first`` names the first signal; ``on_first`` is called
-    with it, from any thread. A second signal kills the worker processes and exits."""
+    with it, from any thread. If the command is still running ``grace`` seconds later, or
+    at a second signal, it prints what :meth:`on_exit` gives, kills the worker processes
+    and exits."""
 
-    def __init__(self) -> None:
+    def __init__(self, grace: float = GRACE) -> None:
         self.first: str | None = None
+        self.grace = grace
         self._on_first: Callable[[str], object] | None = None
         self.temporary: list[str] = []  # directories to remove even when exiting at once
+        self._final: Callable[[], tuple[str, int]] | None = None
+        self._out = threading.RLock()  # one final status on stdout, whoever writes it
+        self._delivered: int | None = None  # exit code once the final status is out
 
     def install(self) -> None:
         # Starting multiprocessing's resource tracker unblocks SIGINT: start it first.
@@ -51,6 +65,18 @@ class Interrupts:
         if callback is not None and self.first is not None:
             callback(self.first)
 
+    def on_exit(self, final: Callable[[], tuple[str, int]] | None) -> None:
+        """``final()`` gives the status to print on stdout when the command ends at once,
+        and the exit code that goes with it."""
+        self._final = final
+
+    def deliver(self, text: str, code: int) -> None:
+        """Print the final status (once); an exit at once from now on exits with ``code``."""
+        with self._out:
+            if self._delivered is None:
+                self._delivered = code
+                _write(1, text)
+
     def _wait_sigint(self) -> None:
         while True:
             self._received(signal.Signals(signal.sigwait({signal.SIGINT})))
@@ -58,16 +84,45 @@ class Interrupts:
     def _received(self, sig: signal.Signals) -> None:
         if self.first is None:
             self.first = sig.name
+            timer = threading.Timer(
+                self.grace,
+                self._exit_now,
+                (f"the run did not end within {self.grace:g}s of {sig.name}: stopping it",),
+            )
+            timer.daemon = True
+            timer.start()
             callback = self._on_first
             if callback is not None:
                 callback(sig.name)
             return
+        self._exit_now(f"second {sig.name}: exiting at once", forced=True)
+
+    def _exit_now(self, why: str, forced: bool = False) -> None:
+        """Print the status known so far, kill the worker processes and exit: with the
+        status's exit code, or EXIT_INTERRUPTED when there is none or ``forced``."""
         # Not print(): this may interrupt the main thread inside a print of its own.
-        os.write(2, f"daskflow: second {sig.name}: exiting at once, without a status\n".encode())
-        stop_worker_processes()
-        for path in self.temporary:
-            shutil.rmtree(path, ignore_errors=True)
-        os._exit(EXIT_INTERRUPTED)
+        _write(2, f"daskflow: {why}\n")
+        with self._out:  # waits for a final status being printed by another thread
+            if self._delivered is None and self._final is not None:
+                with contextlib.suppress(Exception):
+                    text, code = self._final()
+                    self._delivered = code
+                    _write(1, text)
+            stop_worker_processes()
+            for path in self.temporary:
+                shutil.rmtree(path, ignore_errors=True)
+            os._exit(EXIT_INTERRUPTED if forced or self._delivered is None else self._delivered)
+
+
+def _write(fd: int, text: str) -> None:
+    data = text.encode()
+    while data:
+        try:
+            data = data[os.write(fd, data) :]
+        except BlockingIOError:
+            time.sleep(0.01)
+        except OSError:  # the reader went away
+            return
 
 
 def stop_worker_processes() -> int:

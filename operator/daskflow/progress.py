@@ -77,12 +77,18 @@ class Progress:
     """Shows each status update: a live table on a terminal, one line per change otherwise."""
 
     def __init__(
-        self, title: str, stream: TextIO = sys.stderr, task_output: Path | None = None
+        self,
+        title: str,
+        stream: TextIO = sys.stderr,
+        task_output: Path | None = None,
+        transient: bool = False,
     ) -> None:
         self.title = title
+        self.transient = transient  # the live table goes away at the end
         self.console = Console(file=stream, stderr=stream is sys.stderr)
         self.started = time.monotonic()
         self.live: Live | None = None
+        self.closed = False
         self.seen: dict[str, str] = {}
         self.last: dict[str, Any] = {}
         self.task_output = task_output
@@ -91,15 +97,21 @@ class Progress:
 
     def __enter__(self) -> Progress:
         if self.console.is_terminal:
-            self.live = Live(console=self.console, refresh_per_second=4, transient=False)
+            self.live = Live(console=self.console, refresh_per_second=4, transient=self.transient)
             self.live.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Show the task output so far and end the live table (once): its last state stays
+        on screen unless transient."""
         self.show_task_output(final=True)
-        if self.live is not None:
+        if self.live is not None and not self.closed:
             self.live.update(self._table())
             self.live.__exit__(None, None, None)
+        self.closed = True
 
     def show_task_output(self, final: bool = False) -> None:
         """Show the complete lines the workers wrote since the last call (all, if final)."""
@@ -129,6 +141,8 @@ class Progress:
         return status_table(self.last, self.title, time.monotonic() - self.started)
 
     def update(self, status: dict[str, Any]) -> None:
+        if self.closed:
+            return
         self.show_task_output()  # what the tasks printed comes before their new states
         self.last = status
         if self.live is not None:

@@ -726,7 +726,10 @@ class FlowEngine:
         self.sink.poke()
 
     async def _poll_running(self) -> None:
-        """Count running mapped items, about once a second (cheap: one scheduler call)."""
+        """Count running mapped items, about once a second (cheap: two scheduler calls).
+
+        A worker holds more tasks than it has threads (Dask queues a few ahead), so only
+        as many of a worker's tasks as it has threads count as running."""
         while True:
             await asyncio.sleep(1.0)
             active = {
@@ -738,11 +741,12 @@ class FlowEngine:
                 continue
             try:
                 processing = await self._dask.processing()
+                threads = await self._dask.nthreads()
             except Exception:  # the scheduler went away; the main loop will notice
                 continue
             running: dict[str, int] = dict.fromkeys(active, 0)
-            for keys in processing.values():
-                for key in keys:
+            for worker, keys in processing.items():
+                for key in list(keys)[: threads.get(worker, len(keys))]:
                     owner = self.key_owner.get(tuple(key) if isinstance(key, list) else key)
                     if owner and owner[0] in running:
                         running[owner[0]] += 1

@@ -240,15 +240,24 @@ def result_json(value: Any, limit: int = RESULT_LIMIT) -> str | None:
     return text if len(text.encode()) <= limit else None
 
 
+_OWN_CODE = os.path.dirname(os.path.dirname(__file__)) + os.sep  # the daskflow package
+_EXAMPLES = _OWN_CODE + "examples" + os.sep  # task functions, as a user's would be
+
+
+def _user_code(filename: str) -> bool:
+    """Whether a traceback frame is the user's (daskflow's own frames are not shown)."""
+    return not filename.startswith(_OWN_CODE) or filename.startswith(_EXAMPLES)
+
+
 def describe_error(exc: BaseException) -> str:
-    """Exception type and text, plus the last lines of its traceback."""
+    """Exception type and text, plus the last lines of the user's code in its traceback."""
     text = str(exc)
     if isinstance(exc, SystemExit) and (exc.code is None or isinstance(exc.code, int)):
         text = f"exit code {exc.code or 0}"
     head = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     if isinstance(exc, CommandFailed | TimeoutError):
         return clip(head)
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if _user_code(f.filename)]
     tail = "".join(traceback.format_list(frames[-TRACEBACK_FRAMES:])).rstrip()
     return clip(head + ("\n" + tail if tail else ""))
 
