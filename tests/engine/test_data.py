@@ -77,6 +77,8 @@ def test_map_over_a_literal_list(run: Runner) -> None:
         "total": 3,
         "succeeded": 3,
         "failed": 0,
+        "cancelled": 0,
+        "skipped": 0,
         "running": 0,
         "pending": 0,
     }

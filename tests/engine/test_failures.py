@@ -177,7 +177,15 @@ def test_mapped_item_counts_and_failed_indices(run: Runner) -> None:
     )
     rec = status["tasks"]["check"]
     assert rec["state"] == "Failed"
-    assert rec["items"] == {"total": 10, "succeeded": 8, "failed": 2, "running": 0, "pending": 0}
+    assert rec["items"] == {
+        "total": 10,
+        "succeeded": 8,
+        "failed": 2,
+        "cancelled": 0,
+        "skipped": 0,
+        "running": 0,
+        "pending": 0,
+    }
     assert rec["failedItems"] == [3, 7]
     assert rec["attempts"] == 2
     assert rec["retries"] == 2  # one retry per failing item
