@@ -83,7 +83,8 @@ async def dask_client(
     for a scheduler that is still starting.
     """
     if address:
-        async with _Client(address, asynchronous=True, timeout=connect_timeout) as client:
+        timeout = {} if connect_timeout is None else {"timeout": connect_timeout}
+        async with _Client(address, asynchronous=True, **timeout) as client:
             yield client
         return
     cluster = _LocalCluster(
