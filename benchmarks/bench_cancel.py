@@ -85,19 +85,20 @@ def measure(items: int, after: float, patience: float) -> dict[str, object]:
             sent = time.monotonic()
             out: dict[str, object] = {"items": items}
             try:
-                stdout, _ = proc.communicate(timeout=patience)
+                stdout, stderr = proc.communicate(timeout=patience)
                 out["first_sigint_to_exit_s"] = round(time.monotonic() - sent, 2)
             except subprocess.TimeoutExpired:
                 out["first_sigint_to_exit_s"] = f"> {patience:g} (no exit)"
                 proc.send_signal(signal.SIGINT)
                 second = time.monotonic()
                 try:
-                    stdout, _ = proc.communicate(timeout=30)
+                    stdout, stderr = proc.communicate(timeout=30)
                     out["second_sigint_to_exit_s"] = round(time.monotonic() - second, 2)
                 except subprocess.TimeoutExpired:
                     out["second_sigint_to_exit_s"] = "> 30 (no exit)"
-                    stdout = ""
+                    stdout = stderr = ""
             out["exit_code"] = proc.returncode
+            out["how"] = [line for line in stderr.splitlines() if line.startswith("daskflow:")]
             try:
                 status = json.loads(stdout)
                 out["phase"] = status["phase"]
