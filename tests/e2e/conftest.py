@@ -27,7 +27,7 @@ import pytest
 import yaml
 from tests.chart.helm import CHART, ROOT, Helm, find_or_build_helm
 from tests.docker.conftest import BASE_IMAGE, _script, docker_engine
-from tests.e2e.host import HostState
+from tests.e2e.host import CLUSTER_DIR, HostState
 from tests.e2e.scenario import Kubectl, Scenario, wait_until
 from tests.kube.controlplane import KubeCluster, find_kubectl
 
@@ -89,8 +89,12 @@ def cluster_sh(*args: str, timeout: float = 1800) -> str:
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
-    """The session's cluster; after ``down``, the host must be as it was before ``up``."""
-    before = HostState.capture()
+    """The session's cluster; after ``down``, the host must be as it was before ``up``.
+
+    A cluster already up when the session starts (``DASKFLOW_E2E_KEEP=1`` last time) is
+    used as it is; the host is then compared with nothing.
+    """
+    before = None if CLUSTER_DIR.exists() else HostState.capture()
     started = time.monotonic()
     out = cluster_sh("up").strip().splitlines()
     _timed("cluster up", started)
@@ -104,7 +108,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
             started = time.monotonic()
             cluster_sh("down", timeout=600)
             _timed("cluster down", started)
-            left = HostState.capture().leftovers(before)
+            left = HostState.capture().leftovers(before) if before else []
             if left:
                 pytest.fail("hack/cluster.sh down left behind:\n" + "\n".join(left), pytrace=False)
 

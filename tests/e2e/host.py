@@ -1,10 +1,10 @@
 """What the single-node cluster (hack/cluster.sh) leaves on the host, to prove ``down`` clean.
 
 ``HostState.capture()`` records everything ``up`` may create or change: the cluster's
-processes (anything naming its directory on the command line, or living in the kubelet's
-``kubepods`` cgroups), network links, policy-routing rules, routes, iptables chains,
-mounts, host directories and kernel settings. ``leftovers(before)`` compares a capture
-taken after ``down`` with one taken before ``up`` and describes each difference.
+processes (its components, which name its directory on their command lines, and anything
+in the kubelet's ``kubepods`` cgroups), network links, policy-routing rules, routes,
+iptables chains, mounts, host directories and kernel settings. ``leftovers(before)``
+compares a capture taken after ``down`` with one taken before ``up``.
 """
 
 from __future__ import annotations
@@ -34,6 +34,17 @@ _VOLATILE_SYSCTL = re.compile(
     r"^(kernel\.random\.|kernel\.ns_last_pid|kernel\.pty\.nr|fs\.|net\.netfilter\.nf_conntrack_count"
     r"|kernel\.tainted|vm\.stat_refresh|vm\.drop_caches)"
 )
+# The cluster's own programs (process names are cut at 15 characters); clients such as
+# kubectl or helm also name its directory (the kubeconfig), and are not the cluster.
+_COMPONENTS = (
+    "containerd",
+    "etcd",
+    "kube-apiserver",
+    "kube-controller",
+    "kube-scheduler",
+    "kubelet",
+    "kube-proxy",
+)
 _SYSCTL_TREES = ("net/ipv4", "net/bridge", "net/netfilter", "vm", "kernel")
 
 
@@ -49,7 +60,8 @@ def _cluster_processes() -> list[str]:
             cgroups = Path(f"/proc/{proc.pid}/cgroup").read_text()
         except (psutil.Error, OSError):
             continue
-        if str(CLUSTER_DIR) in cmdline or "/kubepods" in cgroups:
+        ours = str(CLUSTER_DIR) in cmdline and (proc.info["name"] or "").startswith(_COMPONENTS)
+        if ours or "/kubepods" in cgroups:
             found.append(f"{proc.pid} {proc.info['name']}: {cmdline[:120]}")
     return found
 
