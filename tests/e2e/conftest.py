@@ -129,11 +129,6 @@ def e2e_image(
     return IMAGE
 
 
-def _delete_flowruns(kubectl: Kubectl) -> None:
-    """Every FlowRun, while the operator still runs to finish their finalizers."""
-    kubectl.kube.kubectl("delete", "flowruns", "--all", "-n", FLOWS_NS, "--timeout=120s")
-
-
 @dataclass
 class Install:
     """The installed chart: where things run, and a kubectl for the cluster."""
@@ -146,13 +141,9 @@ class Install:
     release: str = RELEASE
 
 
-@pytest.fixture(scope="session")
-def installed(
-    cluster: RealCluster, e2e_image: str, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Install]:
-    """charts/daskflow installed from the e2e image, operator and controller Ready."""
+def install_chart(cluster: RealCluster, image: str, helm: Helm) -> Install:
+    """Namespaces (Pod Security ``restricted``) and charts/daskflow from ``image``."""
     kubectl = Kubectl(cluster)
-    helm = Helm(find_or_build_helm(), tmp_path_factory.mktemp("helm-home"))
     for ns in NAMESPACES:
         doc = {
             "apiVersion": "v1",
@@ -160,27 +151,42 @@ def installed(
             "metadata": {"name": ns, "labels": PSS_LABELS},
         }
         kubectl.run("apply", "-f", "-", input=yaml.safe_dump(doc))
-    repository, tag = e2e_image.split(":")
+    repository, tag = image.split(":")
     values = {
         "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
         "watchNamespaces": [FLOWS_NS],
         "operator": {"flowImagePullPolicy": "Never"},
     }
-    started = time.monotonic()
     helm.run(
         "upgrade", "--install", RELEASE, str(CHART), "-n", SYSTEM_NS,
         "-f", str(helm.values_file(values)), "--wait", "--timeout=5m",
         kubeconfig=cluster.kubeconfig, timeout=420,
     )  # fmt: skip
+    return Install(cluster, kubectl, image)
+
+
+def uninstall_chart(install: Install, helm: Helm) -> None:
+    """Every FlowRun (while the operator still runs their finalizers), the release, the
+    namespaces."""
+    install.kube.kubectl("delete", "flowruns", "--all", "-n", FLOWS_NS, "--timeout=120s")
+    helm.run("uninstall", RELEASE, "-n", SYSTEM_NS, "--wait", "--timeout=3m",
+             kubeconfig=install.kube.kubeconfig, check=False, timeout=240)  # fmt: skip
+    install.kube.kubectl("delete", "namespace", *NAMESPACES, "--timeout=120s", timeout=180)
+
+
+@pytest.fixture(scope="session")
+def installed(
+    cluster: RealCluster, e2e_image: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Install]:
+    """charts/daskflow installed from the e2e image, operator and controller Ready."""
+    helm = Helm(find_or_build_helm(), tmp_path_factory.mktemp("helm-home"))
+    started = time.monotonic()
+    install = install_chart(cluster, e2e_image, helm)
     _timed("helm install", started)
-    install = Install(cluster, kubectl, e2e_image)
     try:
         yield install
     finally:
-        _delete_flowruns(kubectl)
-        helm.run("uninstall", RELEASE, "-n", SYSTEM_NS, "--wait", "--timeout=3m",
-                 kubeconfig=cluster.kubeconfig, check=False, timeout=240)  # fmt: skip
-        cluster.kubectl("delete", "namespace", *NAMESPACES, "--timeout=120s", timeout=180)
+        uninstall_chart(install, helm)
 
 
 @pytest.fixture

@@ -1,0 +1,158 @@
+#!/usr/bin/env python
+"""End-to-end latency on real pods: ``kubectl apply`` of a 10-task chain → first task
+Running, and → Succeeded, through the installed chart on hack/cluster.sh's cluster.
+
+The same setup as the e2e tier (tests/e2e/conftest.py): ``hack/cluster.sh up``, the
+project's image built from this checkout and loaded into the node, charts/daskflow
+installed in its default runner-pod mode. Then, alternating, ``--reps`` runs of the chain
+with ``spec.cluster.backend: kubernetes`` (a runner pod, and a DaskCluster's scheduler and
+2 worker pods) and with ``local`` (a runner pod with a LocalCluster of 2 workers inside).
+Moments come from polling the FlowRun every 0.2 s, so they are late by up to that.
+
+The chart is uninstalled at the end; the cluster stays up unless ``--down``.
+
+    .venv/bin/python benchmarks/bench_e2e.py --reps 5 --label mybox
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+for _p in (str(ROOT), str(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+from tests.chart.helm import Helm, find_or_build_helm  # noqa: E402
+from tests.docker.conftest import BASE_IMAGE, _script  # noqa: E402
+from tests.e2e.conftest import (  # noqa: E402
+    IMAGE,
+    RealCluster,
+    cluster_sh,
+    install_chart,
+    uninstall_chart,
+)
+from tests.e2e.scenario import Scenario  # noqa: E402
+
+from bench_common import git_state  # noqa: E402
+
+POLL = 0.2
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def chain(backend: str, length: int = 10) -> dict[str, Any]:
+    tasks: list[dict[str, Any]] = [
+        {"name": "t00", "call": "daskflow.examples.resilience:identity", "args": [0]}
+    ]
+    tasks += [
+        {
+            "name": f"t{i:02d}",
+            "call": "daskflow.examples.resilience:identity",
+            "args": [f"$(tasks.t{i - 1:02d}.result)"],
+        }
+        for i in range(1, length)
+    ]
+    return {
+        "apiVersion": "daskflow.io/v1alpha1",
+        "kind": "FlowRun",
+        "metadata": {"name": f"chain-{backend[:5]}"},
+        "spec": {"cluster": {"backend": backend, "workers": 2}, "tasks": tasks},
+    }
+
+
+def one_run(run: Scenario, backend: str) -> dict[str, float]:
+    run.given.flowrun(chain(backend)).when.applied()
+    first = done = None
+    deadline = time.monotonic() + 300
+    while done is None and time.monotonic() < deadline:
+        status = run.status
+        now = time.monotonic() - run.applied_at
+        tasks = status.get("tasks") or {}
+        if first is None and any(t.get("state") not in (None, "Pending") for t in tasks.values()):
+            first = now
+        if status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
+            assert status["phase"] == "Succeeded", status
+            done = now
+        time.sleep(POLL)
+    assert first is not None and done is not None, "the run did not finish in 300 s"
+    run.k.run("delete", "flowrun", run.name, "-n", run.namespace, "--wait=true")
+    return {"first_task_running": round(first, 2), "succeeded": round(done, 2)}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--label", default="e2e")
+    parser.add_argument("--down", action="store_true", help="hack/cluster.sh down at the end")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="daskflow-bench-e2e-"))
+    kubeconfig = Path(cluster_sh("up").strip().splitlines()[-1])
+    cluster = RealCluster(kubeconfig, work)
+    log("building and loading the image")
+    _script("start-dockerd.sh", work / "dockerd.log", 900)
+    _script("build-base-image.sh", work / "base.log", 1200)
+    _script("build-image.sh", work / "image.log", 1200, {"IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE})
+    cluster_sh("load", IMAGE, timeout=600)
+    helm = Helm(find_or_build_helm(), work / "helm")
+    install = install_chart(cluster, IMAGE, helm)
+    results: dict[str, list[dict[str, float]]] = {"kubernetes": [], "local": []}
+    load: list[list[float]] = []
+    try:
+        for rep in range(args.reps):
+            for backend in results:
+                load.append([round(x, 2) for x in os.getloadavg()])
+                figures = one_run(Scenario(install.kubectl, install.namespace), backend)
+                results[backend].append(figures)
+                log(f"rep {rep + 1} {backend}: {figures}")
+    finally:
+        uninstall_chart(install, helm)
+        if args.down:
+            cluster_sh("down", timeout=600)
+    summary = {
+        backend: {
+            key: {
+                "median": round(statistics.median(r[key] for r in runs), 2),
+                "min": min(r[key] for r in runs),
+                "max": max(r[key] for r in runs),
+            }
+            for key in ("first_task_running", "succeeded")
+        }
+        for backend, runs in results.items()
+    }
+    commit, dirty = git_state(ROOT)
+    out = {
+        "when": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "commit": commit,
+        "dirty": dirty,
+        "reps": args.reps,
+        "loadavg": load,
+        "summary": summary,
+        "runs": results,
+    }
+    path = HERE / "results" / f"e2e-{args.label}.json"
+    path.parent.mkdir(exist_ok=True)
+    path.write_text(json.dumps(out, indent=1) + "\n")
+    for backend, figures in summary.items():
+        print(
+            f"{backend:>10}: apply -> first task Running {figures['first_task_running']['median']}"
+            f" s, apply -> Succeeded {figures['succeeded']['median']} s (medians of {args.reps})"
+        )
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
