@@ -89,3 +89,45 @@ def exit_with(code: Any) -> str:
 
 def raise_base(kind: str) -> None:
     raise {"interrupt": KeyboardInterrupt, "own": Interrupted, "generator": GeneratorExit}[kind]()
+
+
+def die(code: int) -> None:
+    """Kill this worker process, as a crashing extension or ``os._exit`` does."""
+    os._exit(int(code))
+
+
+def die_unless(path: str, code: int) -> str:
+    """Kill the worker the first time only (``path`` remembers), then succeed."""
+    if not Path(path).exists():
+        Path(path).touch()
+        os._exit(int(code))
+    return "survived"
+
+
+def segfault() -> None:
+    """Crash this worker process with SIGSEGV, as a broken C extension does."""
+    import ctypes
+
+    ctypes.string_at(0)
+
+
+def hog(mb_per_step: int, steps: int) -> int:
+    """Take memory step by step (0.1 s apart) until the worker's memory limit stops it."""
+    held = []
+    for _ in range(int(steps)):
+        held.append(bytearray(int(mb_per_step) * 2**20))
+        time.sleep(0.1)
+    return len(held)
+
+
+def started_then_sleep(path: str, index: int, seconds: float) -> int:
+    """Write this worker's pid to ``path/index`` when the item starts, then sleep."""
+    Path(path, str(index)).write_text(str(os.getpid()))
+    time.sleep(float(seconds))
+    return int(index)
+
+
+def die_on(value: int, bad: int, code: int) -> int:
+    if int(value) == int(bad):
+        os._exit(int(code))
+    return int(value)

@@ -153,3 +153,16 @@ def test_a_run_ended_by_force_counts_its_unfinished_items_as_cancelled() -> None
         "running": 0,
         "pending": 0,
     }
+
+
+def test_a_task_whose_worker_died_says_so() -> None:
+    book = StatusBook(["a", "b"])
+    book.mark_task("a", TaskState.RUNNING, attempts=1)
+    book.count_lost("a", 2)
+    book.mark_task("a", TaskState.FAILED, message="its worker died", reason="WorkerDied")
+    book.count_lost("b")
+    book.mark_task("b", TaskState.SUCCEEDED, attempts=2)
+    a, b = book.to_dict()["tasks"]["a"], book.to_dict()["tasks"]["b"]
+    assert (a["reason"], a["lostAttempts"]) == ("WorkerDied", 2)
+    assert "reason" not in b  # a reason says why a task failed
+    assert b["lostAttempts"] == 1

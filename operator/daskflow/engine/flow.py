@@ -28,6 +28,7 @@ from typing import Any
 
 from distributed import Client, Future, as_completed
 from distributed.client import FutureCancelledError
+from distributed.scheduler import KilledWorker
 
 from ..model.graph import (
     REFERENCING_FIELDS,
@@ -39,6 +40,7 @@ from ..model.refs import Ref, iter_refs, substitute
 from ..model.spec import FlowRun, TaskSpec
 from ..model.states import Phase, TaskState
 from ..model.status import FAILED_ITEMS_LIMIT, RESULT_LIMIT, ItemCounts, StatusBook
+from .deaths import install as install_death_plugins
 from .release import cancel_futures
 from .sink import CoalescingSink, StatusCallback
 from .worker import (
@@ -178,6 +180,7 @@ class FlowEngine:
         self._fail_fast_tripped = False
         self._dirty = True  # a task finished (or a handle appeared): worth a _pump
         self._awaiting_details: set[str] = set()
+        self._lost: dict[tuple[str, int | None], int] = {}  # (task, item) -> lost attempts
         self._details_seen: set[str] = set()
         self._details_done = asyncio.Event()
         self._background: set[asyncio.Task[Any]] = set()
@@ -216,6 +219,7 @@ class FlowEngine:
         self.book.mark_phase(Phase.RUNNING)
         self.sink.poke(urgent=True)
         self._dask.subscribe_topic(self.topic, self._on_event)
+        await install_death_plugins(self._dask)
         deadline = None
         if self.flow.spec.deadline_seconds is not None:
             deadline = loop.call_later(
@@ -521,9 +525,10 @@ class FlowEngine:
         state: TaskState,
         message: str | None = None,
         attempts: int | None = None,
+        reason: str | None = None,
     ) -> bool:
         was_open = not self.book.tasks[name].state.terminal
-        moved = self.book.mark_task(name, state, message=message, attempts=attempts)
+        moved = self.book.mark_task(name, state, message=message, attempts=attempts, reason=reason)
         if was_open and self.book.tasks[name].state.terminal:
             self._open -= 1
         if moved and state == TaskState.SUCCEEDED and self.publish_prefix is not None:
@@ -547,7 +552,7 @@ class FlowEngine:
             if state == TaskState.SUCCEEDED and name not in self._details_seen:
                 self._awaiting_details.add(name)
                 self._details_done.clear()
-            self._mark(name, state, message, attempts)
+            self._mark(name, state, message, attempts, getattr(exc, "reason", None))
             return
         await self._on_item(node, index, future, (state, message, attempts, exc))
         self._items_changed(node)
@@ -603,6 +608,7 @@ class FlowEngine:
                 TaskState.FAILED,
                 f"{node.failed_self} of {counts.total} items failed; item {first}: {err.message}",
                 attempts=err.attempts,
+                reason=err.reason,
             )
         elif node.upstream_error is not None:
             exc = node.upstream_error
@@ -654,6 +660,8 @@ class FlowEngine:
             exc = await self._as_any(future).exception()
         except Exception as err:  # cancelled meanwhile, or the scheduler lost it
             return TaskState.CANCELLED, f"lost: {err}", None, None
+        if exc is None:  # it finished, its value died with a worker, and Dask recomputed it
+            return TaskState.SUCCEEDED, None, None, None
         if isinstance(exc, TaskFailed):
             if exc.task == name:
                 return TaskState.FAILED, exc.message, exc.attempts, exc
@@ -670,6 +678,10 @@ class FlowEngine:
             futs = handle if isinstance(handle, list) else [handle]
             if any(isinstance(f, Future) and f.status == "error" for f in futs):
                 return TaskState.UPSTREAM_FAILED, f"upstream task {dep!r} failed", None, exc
+        if isinstance(exc, KilledWorker):  # deaths that did not use the task's retries
+            n = exc.allowed_failures + 1
+            why = f"its worker died {n} times while running it; Dask gave up (KilledWorker)"
+            return TaskState.FAILED, why, n, TaskFailed(name, why, n, reason="WorkerDied")
         return TaskState.FAILED, describe_error(exc), None, exc
 
     @staticmethod
@@ -698,6 +710,14 @@ class FlowEngine:
             self.book.mark_task(
                 name, TaskState.RUNNING, attempts=msg["attempt"], start_time=msg["time"]
             )
+        elif kind == "lost":  # a rerun, after attempts that their worker's death ended
+            seen = self._lost.get((name, msg["item"]), 0)
+            self._lost[(name, msg["item"])] = max(seen, msg["lost"])
+            self.book.count_lost(name, max(msg["lost"] - seen, 0))
+            if not self.nodes[name].mapped:
+                self.book.mark_task(
+                    name, TaskState.RUNNING, message=msg["message"], attempts=msg["lost"]
+                )
         elif kind == "retry":
             rec.retries += 1
             if self.nodes[name].mapped:
@@ -706,8 +726,8 @@ class FlowEngine:
                 self.book.mark_task(
                     name, TaskState.RETRYING, message=msg["message"], attempts=msg["attempt"]
                 )
-        elif kind == "done":
-            text = msg.get("result")
+        elif kind == "done" and name not in self._details_seen:  # not a recompute of a
+            text = msg.get("result")  # value lost with its worker
             last_error = (rec.message or "").partition("\n")[0]
             self.book.set_task_details(
                 name,

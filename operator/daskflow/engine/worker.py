@@ -28,6 +28,7 @@ from typing import Any
 
 from ..model.refs import Ref, format_value, substitute
 from ..model.status import RESULT_LIMIT, clip
+from .deaths import attempt_slots, previous_deaths
 from .workerprocess import task_output
 
 REAPER = str(Path(__file__).with_name("reaper.py"))  # runs each command (see its docstring)
@@ -41,9 +42,17 @@ _NO_ITEM: Any = object()
 class TaskFailed(Exception):
     """Raised when a task (or one mapped item) has failed all its attempts."""
 
-    def __init__(self, task: str, message: str, attempts: int, item: int | None = None) -> None:
-        super().__init__(task, message, attempts, item)
+    def __init__(
+        self,
+        task: str,
+        message: str,
+        attempts: int,
+        item: int | None = None,
+        reason: str | None = None,  # WorkerDied or OutOfMemory when its worker died
+    ) -> None:
+        super().__init__(task, message, attempts, item, reason)
         self.task, self.message, self.attempts, self.item = task, message, attempts, item
+        self.reason = reason
 
     def __str__(self) -> str:
         return f"task {self.task!r} failed: {self.message}"
@@ -302,7 +311,17 @@ def run_task(
             _emit(rt.topic, {"task": rt.name, "event": "skipped", "time": utc_now()})
         raise TaskSkipped(rt.name)
     started = utc_now() if rt.report else ""  # only events carry times
-    attempt = 0
+    attempt = failures = 0
+    deaths = previous_deaths()  # only a rerun has any: Dask runs
+    if deaths:  # a task again when its worker died while running it
+        attempt = len(deaths)
+        failures = sum(d.caused_by_task for d in deaths)
+        message = deaths[-1].describe()
+        event = {"task": rt.name, "event": "lost", "lost": attempt, "item": index}
+        _emit(rt.topic, {**event, "message": message})
+        if failures > rt.retries:
+            raise TaskFailed(rt.name, message, attempt, index, deaths[-1].reason)
+    slots = attempt_slots()
     while True:
         attempt += 1
         if cancelled(rt.topic):
@@ -312,15 +331,19 @@ def run_task(
                 rt.topic, {"task": rt.name, "event": "start", "attempt": attempt, "time": started}
             )
         try:
-            with task_output(rt.name, index):  # what a call prints goes to stderr, labelled
+            with (
+                task_output(rt.name, index),  # what a call prints goes to stderr, labelled
+                slots.running() if slots else contextlib.nullcontext(),
+            ):
                 value = _attempt(rt, lookup)
         except TaskCancelled:
             raise
         except BaseException as exc:  # sys.exit() or KeyboardInterrupt in user code fails
             # the attempt; escaping, it would kill the Dask worker.
             message = describe_error(exc)
-            if attempt <= rt.retries and not cancelled(rt.topic):
-                delay = rt.retry_delay * rt.retry_backoff ** (attempt - 1)
+            failures += 1
+            if failures <= rt.retries and not cancelled(rt.topic):
+                delay = rt.retry_delay * rt.retry_backoff ** (failures - 1)
                 delay += random.uniform(0, rt.retry_jitter * delay)
                 _emit(
                     rt.topic,

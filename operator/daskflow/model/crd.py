@@ -129,6 +129,8 @@ def status_schema() -> dict[str, Any]:
             "result": dict(_ANY),
             "items": items,
             "failedItems": {"type": "array", "maxItems": 1000, "items": {"type": "integer"}},
+            "reason": {"type": "string", "maxLength": 128},
+            "lostAttempts": {"type": "integer"},
         },
         "x-kubernetes-validations": [
             {

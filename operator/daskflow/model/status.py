@@ -95,6 +95,8 @@ class TaskRecord:
     has_result: bool = False
     items: ItemCounts | None = None
     failed_items: list[int] = field(default_factory=list)
+    reason: str | None = None  # why it failed, when not an error of its own (WorkerDied)
+    lost: int = 0  # attempts (of its items) that ended because their worker died
 
     def to_dict(self, message_limit: int = MESSAGE_LIMIT) -> dict[str, Any]:
         out: dict[str, Any] = {"state": str(self.state), "attempts": self.attempts}
@@ -108,6 +110,10 @@ class TaskRecord:
             out["message"] = clip(self.message, message_limit)
         if self.has_result and self.state == TaskState.SUCCEEDED:
             out["result"] = self.result
+        if self.reason and self.state == TaskState.FAILED:
+            out["reason"] = self.reason
+        if self.lost:
+            out["lostAttempts"] = self.lost
         if self.items is not None:
             out["items"] = self.items.to_dict()
             if self.failed_items:
@@ -156,6 +162,7 @@ class StatusBook:
         attempts: int | None = None,
         start_time: str | None = None,
         completion_time: str | None = None,
+        reason: str | None = None,
     ) -> bool:
         """Move a task to ``state`` if the table allows it; returns whether it moved."""
         rec = self.tasks[name]
@@ -172,6 +179,8 @@ class StatusBook:
         if message is not None:
             rec.message = message
             changed = True
+        if reason is not None:
+            rec.reason = reason
         if attempts is not None and attempts > rec.attempts:
             rec.attempts = attempts
             changed = True
@@ -201,6 +210,11 @@ class StatusBook:
             rec.result, rec.has_result = result[1], True
         if message is not None:
             rec.message = message
+        self.version += 1
+
+    def count_lost(self, name: str, more: int = 1) -> None:
+        """``more`` attempts of the task ended because their worker died."""
+        self.tasks[name].lost += more
         self.version += 1
 
     def set_items(self, name: str, counts: ItemCounts, failed_items: list[int]) -> None:
