@@ -1,0 +1,51 @@
+"""Acceptance of first contact, as a newcomer tries it after reading the README: the
+obvious things the first bug report did not list (a very chatty task, output that is not
+plain text), each run through the installed ``daskflow`` command in a throw-away project.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from .conftest import UserProject, assert_clean_exit
+
+
+def _time(stamp: str) -> datetime:
+    return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_very_chatty_task_does_not_hold_up_the_run(project: UserProject) -> None:
+    """200,000 printed lines all reach stderr, and showing them does not stall the run:
+    the run ends when its task does (it ended some 20 s later when every line went through
+    rich, one at a time, on the runner's event loop)."""
+    lines = 200_000
+    project.module(
+        "chatty.py",
+        """
+        def talk(n):
+            for i in range(n):
+                print("line", i)
+            return n
+        """,
+    )
+    flow = project.manifest("chatty", [{"name": "talk", "call": "chatty:talk", "args": [lines]}])
+    proc = project.daskflow("run", flow.name, "-o", "json")
+    assert_clean_exit(proc)
+    status = json.loads(proc.stdout)
+    assert status["tasks"]["talk"]["result"] == lines
+    shown = [ln for ln in proc.stderr.splitlines() if ln.startswith("[talk] line ")]
+    assert shown == [f"[talk] line {i}" for i in range(lines)]
+    # a generous bound: the relay itself takes well under a second
+    lag = _time(status["completionTime"]) - _time(status["tasks"]["talk"]["completionTime"])
+    assert lag.total_seconds() <= 6, (lag, status)
+
+
+def test_task_output_reaches_stderr_verbatim(project: UserProject) -> None:
+    """Tabs, escape sequences and bracketed text arrive as the task printed them."""
+    text = "a\tb [bold]x[/bold] \x1b[31mred\x1b[0m  trailing  "
+    project.module("verb.py", f"def say():\n    print({text!r})\n")
+    flow = project.manifest("verb", [{"name": "say", "call": "verb:say"}])
+    proc = project.daskflow("run", flow.name, "-o", "json")
+    assert_clean_exit(proc)
+    assert f"[say] {text}" in proc.stderr.splitlines(), proc.stderr
