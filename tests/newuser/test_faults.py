@@ -94,6 +94,52 @@ def test_sys_exit_and_ctrl_c_in_a_task_are_task_outcomes(project: UserProject) -
     assert survivors(marker) == []
 
 
+CRASHES = """
+    import ctypes
+    import os
+    from pathlib import Path
+
+    def crash(code):
+        os._exit(code)
+
+    def crash_once(flag):
+        if not Path(flag).exists():
+            Path(flag).touch()
+            os._exit(7)
+        return "second time lucky"
+
+    def segfault():
+        ctypes.string_at(0)
+"""
+
+
+def test_a_task_that_kills_its_worker_is_a_failed_attempt(project: UserProject) -> None:
+    project.module("crashes.py", CRASHES)
+    manifest = project.manifest(
+        "crashes",
+        [
+            {"name": "crash", "call": "crashes:crash", "args": [3], "retries": 1},
+            {"name": "once", "call": "crashes:crash_once", "args": ["flag"], "retries": 2},
+            {"name": "segv", "call": "crashes:segfault"},
+            {"name": "fine", "call": "builtins:len", "args": [[1, 2]]},
+        ],
+    )
+    status, marker, code = run_json(project, manifest)
+    assert code == 1
+    tasks = status["tasks"]
+    crash, once, segv = tasks["crash"], tasks["once"], tasks["segv"]
+    assert (crash["state"], crash["attempts"], crash["reason"]) == ("Failed", 2, "WorkerDied")
+    assert crash["message"] == "its worker died: exit code 3"
+    assert (once["state"], once["attempts"], once["lostAttempts"]) == ("Succeeded", 2, 1)
+    assert once["result"] == "second time lucky"
+    assert (segv["attempts"], segv["reason"]) == (1, "WorkerDied")
+    assert segv["message"] == "its worker died: killed by signal 11 (SIGSEGV)"
+    assert tasks["fine"]["result"] == 2
+    for rec in tasks.values():
+        assert "KilledWorker" not in rec.get("message", "")
+    assert survivors(marker) == []
+
+
 def family(pidfile: str, then: str) -> list[str]:
     """A command that starts what used to outlive a run: a background job that keeps
     stdout open, one with redirected output, and one that leaves with ``setsid``."""

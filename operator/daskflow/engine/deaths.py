@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from distributed.core import Status
 from distributed.diagnostics.plugin import NannyPlugin, SchedulerPlugin
 
 PLUGIN = "daskflow-deaths"
@@ -146,6 +147,10 @@ class DeathReporter(NannyPlugin):
         original = nanny._on_worker_exit_sync  # distributed has no public hook for this
         oom = [_oom_kills()]
 
+        async def send(report: dict[str, Any]) -> None:
+            with contextlib.suppress(Exception):  # a scheduler that is gone hears nothing
+                await nanny.scheduler.log_event(topic=REPORTS, msg=report)
+
         def on_exit(exitcode: int) -> None:
             with contextlib.suppress(Exception):
                 address = nanny.worker_address
@@ -159,7 +164,8 @@ class DeathReporter(NannyPlugin):
                 }
                 oom[0] = kills
                 _unlink(path)
-                nanny.log_event(REPORTS, report)
+                if nanny.status == Status.running:  # not a worker closed with its nanny
+                    nanny.loop.add_callback(send, report)
             original(exitcode)
 
         nanny._on_worker_exit_sync = on_exit
