@@ -56,7 +56,7 @@ def run_json(project: UserProject, manifest: Path, *args: str) -> tuple[Any, str
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT,
-        env={**os.environ, "FAULTS_TEST_RUN": marker, "PYTHONPATH": str(project.root)},
+        env={**os.environ, "FAULTS_TEST_RUN": marker},
     )
     assert_clean_exit(proc, codes=(0, 1))
     return json.loads(proc.stdout), marker, proc.returncode
@@ -217,4 +217,5 @@ def test_ctrl_c_and_a_killed_worker_leave_no_process_behind(project: UserProject
     status = json.loads(out)
     assert status["phase"] == "Cancelled"
     assert status["tasks"]["victim"]["result"] == "again"
+    assert status["tasks"]["victim"]["lostAttempts"] == 1  # killed from outside: no retry
     wait_until(lambda: survivors(marker) == [], within=30)
