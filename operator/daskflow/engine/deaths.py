@@ -27,6 +27,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import tempfile
 import threading
@@ -49,16 +50,21 @@ OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, sign
 CGROUP_EVENTS = "/sys/fs/cgroup/memory.events"
 
 
-def _slot_path(worker_address: str) -> str:
+def _slot_dir(nanny_pid: int) -> str:
+    """Made by the nanny's plugin: a worker keeps slots only if its nanny will read them."""
+    return os.path.join(tempfile.gettempdir(), f"daskflow-attempts-{nanny_pid}")
+
+
+def _slot_path(nanny_pid: int, worker_address: str) -> str:
     name = re.sub(r"[^A-Za-z0-9]+", "_", worker_address)
-    return os.path.join(tempfile.gettempdir(), f"daskflow-attempts-{name}")
+    return os.path.join(_slot_dir(nanny_pid), name)
 
 
 class AttemptSlots:
     """What runs in this worker process: one slot of a file per running attempt."""
 
     def __init__(self, worker_address: str) -> None:
-        self.path = _slot_path(worker_address)
+        self.path = _slot_path(os.getppid(), worker_address)
         self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
         atexit.register(_unlink, self.path)  # a worker that dies leaves it to its nanny
         self._free: list[int] = []
@@ -113,7 +119,7 @@ _SLOTS_LOCK = threading.Lock()
 def attempt_slots() -> AttemptSlots | None:
     """This worker process's slots (None when not on a worker, or no file can be made)."""
     global _SLOTS
-    if _SLOTS is None:
+    if _SLOTS is None and os.path.isdir(_slot_dir(os.getppid())):
         with _SLOTS_LOCK, contextlib.suppress(ValueError, OSError):
             from distributed import get_worker
 
@@ -132,6 +138,9 @@ def _oom_kills() -> int:
     except (OSError, ValueError):
         pass
     return -1
+
+
+_NANNIES: set[int] = set()  # nannies of this process that have the plugin
 
 
 class DeathReporter(NannyPlugin):
@@ -154,7 +163,7 @@ class DeathReporter(NannyPlugin):
         def on_exit(exitcode: int) -> None:
             with contextlib.suppress(Exception):
                 address = nanny.worker_address
-                path = _slot_path(address)
+                path = _slot_path(os.getpid(), address)
                 kills = _oom_kills()
                 report = {
                     "worker": address,
@@ -168,9 +177,16 @@ class DeathReporter(NannyPlugin):
                     nanny.loop.add_callback(send, report)
             original(exitcode)
 
+        os.makedirs(_slot_dir(os.getpid()), exist_ok=True)
+        _NANNIES.add(id(nanny))
         nanny._on_worker_exit_sync = on_exit
         if nanny.process is not None:
             nanny.process.on_exit = on_exit
+
+    def teardown(self, nanny: Any) -> None:
+        _NANNIES.discard(id(nanny))
+        if not _NANNIES:  # the last nanny of this process (a LocalCluster has several)
+            shutil.rmtree(_slot_dir(os.getpid()), ignore_errors=True)
 
 
 class DeathLedger(SchedulerPlugin):
