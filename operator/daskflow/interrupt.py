@@ -14,13 +14,16 @@ A clean cancel needs the event loop, and with a LocalCluster the scheduler runs 
 loop: taking in a 200,000-item map keeps it busy for a minute. So if the run has not ended
 ``GRACE`` seconds after the first signal, or at a second signal, the command ends at once
 from the signal's thread: it prints the status known so far (unfinished tasks Cancelled),
-kills the worker processes and exits.
+kills the worker processes and exits. Dask may still be starting worker processes then,
+from threads of its own: a lock that every process start takes keeps new ones from
+starting while the others are killed, so that none outlives the command.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import multiprocessing.process
 import multiprocessing.resource_tracker
 import os
 import shutil
@@ -53,6 +56,7 @@ class Interrupts:
     def install(self) -> None:
         # Starting multiprocessing's resource tracker unblocks SIGINT: start it first.
         multiprocessing.resource_tracker.ensure_running()
+        _gate_process_starts()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         threading.Thread(target=self._wait_sigint, name="daskflow-sigint", daemon=True).start()
         # Handlers too, for a thread where some library unblocked SIGINT again.
@@ -125,16 +129,36 @@ def _write(fd: int, text: str) -> None:
             return
 
 
+# Held while a process starts, and for good once the worker processes are being stopped.
+_process_starts = threading.Lock()
+
+
+def _gate_process_starts() -> None:
+    """Every multiprocessing start in this process takes ``_process_starts``: Dask starts
+    worker processes from threads of its own (one by one for minutes, with a hundred
+    workers on a busy machine), so that :func:`stop_worker_processes` can stop more from
+    starting and then find every one that did."""
+    start = multiprocessing.process.BaseProcess.start
+
+    def gated_start(self: multiprocessing.process.BaseProcess) -> None:
+        with _process_starts:
+            start(self)
+
+    multiprocessing.process.BaseProcess.start = gated_start  # type: ignore[method-assign]
+
+
 def stop_worker_processes() -> int:
-    """Kill the worker processes this process started (and every process they started),
-    and wait until they are gone. Returns how many processes were killed."""
+    """Kill the processes this process started (worker processes, and every process they
+    started), and wait until they are gone; no process starts any more afterwards.
+    multiprocessing's resource tracker is spared: it removes the workers' semaphores once
+    this process has exited. Returns how many processes were killed."""
     import psutil
 
+    _process_starts.acquire(timeout=KILL_WAIT)  # never released
+    spared = {vars(multiprocessing.resource_tracker._resource_tracker).get("_pid")}
     procs: list[psutil.Process] = []
-    for child in multiprocessing.active_children():
-        with contextlib.suppress(psutil.Error):
-            proc = psutil.Process(child.pid)
-            procs += [proc, *proc.children(recursive=True)]
+    with contextlib.suppress(psutil.Error):
+        procs = [p for p in psutil.Process().children(recursive=True) if p.pid not in spared]
     for proc in procs:
         with contextlib.suppress(psutil.Error):
             proc.kill()
