@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +27,7 @@ if TYPE_CHECKING:
     from .model.spec import FlowRun
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+EXIT_TERMINATED = 128 + signal.SIGTERM  # daskflow runner, stopped by SIGTERM
 
 
 def _parse_set(pairs: list[str]) -> dict[str, Any]:
@@ -287,20 +289,40 @@ def cmd_runner(args: argparse.Namespace) -> int:
 
     _configure_logging(args.log_level)
     allow_api_depth()
+    # SIGTERM (the pod is being deleted, the node drained): stop at once and write nothing,
+    # so the run stays as it is for the Job's next pod, which resumes it. Without a handler
+    # the runner, PID 1 of its container, would ignore SIGTERM and run on next to its
+    # successor until SIGKILL.
+    terminated: list[bool] = []
     settings = RunnerSettings(
         backend=args.backend or os.environ.get("DASKFLOW_BACKEND") or None,
         address=args.address or os.environ.get("DASKFLOW_SCHEDULER_ADDRESS") or None,
         status_interval=float(os.environ.get("DASKFLOW_STATUS_INTERVAL", args.status_interval)),
+        may_write=lambda: not terminated,
     )
 
     async def main() -> dict[str, Any] | None:
         api = KubeApi(load_api_client(args.kubeconfig))
+        run = asyncio.ensure_future(drive_flowrun(api, args.namespace, args.name, settings))
+
+        def on_sigterm() -> None:
+            terminated.append(True)
+            run.cancel()
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
         try:
-            return await drive_flowrun(api, args.namespace, args.name, settings)
+            return await run
+        except asyncio.CancelledError:
+            if terminated:
+                return None
+            raise
         finally:
             api.close()
 
     status = asyncio.run(main())
+    if terminated:
+        print("daskflow runner: terminated; the run is left for the next runner", file=sys.stderr)
+        return EXIT_TERMINATED
     if status is None:
         return EXIT_FAILED
     return EXIT_OK if status.get("phase") == Phase.SUCCEEDED else EXIT_FAILED

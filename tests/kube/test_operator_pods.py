@@ -72,13 +72,20 @@ def children(
 
 
 def runner_process(
-    kube: KubeCluster, namespace: str, name: str, *extra: str, account: str = "daskflow-runner"
+    kube: KubeCluster,
+    namespace: str,
+    name: str,
+    *extra: str,
+    account: str = "daskflow-runner",
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.Popen[bytes]:
+    """``daskflow runner`` as the account (``prefix``: a command to run it under)."""
     kubeconfig = kube.service_account_kubeconfig(namespace, account)
     bind_rules(kube, namespace, account, "runner-rules")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     return subprocess.Popen(
         [
+            *prefix,
             DASKFLOW,
             "runner",
             "--namespace",

@@ -62,6 +62,7 @@ FINALIZER = "daskflow.io/finalizer"
 SUPERVISE_INTERVAL = 1.0  # reading the live body: no API call
 CHILD_POLL_INTERVAL = 5.0  # reading the Job and the DaskCluster: one GET each
 DEADLINE_GRACE = 10.0  # the runner enforces the deadline itself; this is the backstop
+RUNNER_EXIT_GRACE = 10.0  # after a run ends, how long its runner may take to exit
 RETRY_DELAY = 5.0  # after a failed API call
 API_ERROR = "ApiError"  # the reason of a run the operator cannot start yet
 
@@ -209,7 +210,10 @@ class Supervisor:
             return
         snap = snapshot(body)
         if Phase((snap.get("status") or {}).get("phase") or Phase.PENDING).terminal:
-            # The run's status holds its outcome: nothing of it needs to keep running.
+            # The run's status holds its outcome: nothing of it needs to keep running. The
+            # runner that ended it is let finish (its last Event) before its Job goes.
+            await self.delete_children(snap, runner=False)
+            await self._runner_exited(snap, stopped)
             await self.delete_children(snap, runner=True)
             await self._expire_after_ttl(body, stopped)
 
@@ -353,6 +357,18 @@ class Supervisor:
                 )
                 return
             await stopped.wait(SUPERVISE_INTERVAL)
+
+    async def _runner_exited(self, body: dict[str, Any], stopped: kopf.DaemonStopped) -> None:
+        """Wait (boundedly) until the run's runner Job has no running pod."""
+        meta = body["metadata"]
+        name = child_name(meta["name"], meta.get("uid", meta["name"]))
+        loop = asyncio.get_running_loop()
+        until = loop.time() + RUNNER_EXIT_GRACE
+        while loop.time() < until and not stopped.is_set():
+            job = await self.api.get(JOBS, meta["namespace"], name)
+            if job is None or not (job.get("status") or {}).get("active"):
+                return
+            await stopped.wait(0.5)
 
     async def _expire_after_ttl(self, body: Any, stopped: kopf.DaemonStopped) -> None:
         snap = snapshot(body)
