@@ -63,7 +63,7 @@ def test_worker_pod_lost_mid_run_still_succeeds(flows: Scenario) -> None:
 def test_operator_pod_lost_mid_run_leaves_the_run_undisturbed(
     flows: Scenario, installed: Install
 ) -> None:
-    run = flows.given.flowrun(flow("operator-loss", chain_with_hold(60)))
+    run = flows.given.flowrun(flow("operator-loss", chain_with_hold(40)))
     run.when.applied().task_reached("hold", "Running")
     old = operator_pod(installed)
     installed.kubectl.run(
