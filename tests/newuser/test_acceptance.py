@@ -49,3 +49,43 @@ def test_task_output_reaches_stderr_verbatim(project: UserProject) -> None:
     proc = project.daskflow("run", flow.name, "-o", "json")
     assert_clean_exit(proc)
     assert f"[say] {text}" in proc.stderr.splitlines(), proc.stderr
+
+
+def test_the_users_own_exception_classes_are_named_in_the_status(project: UserProject) -> None:
+    """An exception class from the user's module (the runner cannot import it) shows by
+    name and text, as Python's own do: it showed as ``Exception: b'\\x80\\x05...'``. A missing
+    module shows no frames of Python's import machinery."""
+    project.module(
+        "errors.py",
+        """
+        class DataError(Exception):
+            pass
+
+        class Abort(BaseException):
+            pass
+
+        def bad_row(i):
+            raise DataError(f"row {i} is broken")
+
+        def abort():
+            raise Abort("stop here")
+        """,
+    )
+    flow = project.manifest(
+        "errors",
+        [
+            {"name": "bad", "call": "errors:bad_row", "args": [7], "retries": 1},
+            {"name": "items", "call": "errors:bad_row", "map": [1, 2], "args": ["$(item)"]},
+            {"name": "abort", "call": "errors:abort"},
+            {"name": "typo", "call": "erors:bad_row", "args": [1]},
+        ],
+    )
+    proc = project.daskflow("run", flow.name, "-o", "json")
+    assert_clean_exit(proc, codes=(1,))
+    tasks = json.loads(proc.stdout)["tasks"]
+    bad = tasks["bad"]["message"].splitlines()
+    assert (tasks["bad"]["attempts"], bad[0]) == (2, "DataError: row 7 is broken"), bad
+    assert 'errors.py", line 9, in bad_row' in bad[1], bad
+    assert tasks["items"]["message"].startswith("2 of 2 items failed; item 0: DataError: row 1 ")
+    assert tasks["abort"]["message"].startswith("Abort: stop here"), tasks["abort"]
+    assert tasks["typo"]["message"] == "ModuleNotFoundError: No module named 'erors'"

@@ -251,10 +251,14 @@ def result_json(value: Any, limit: int = RESULT_LIMIT) -> str | None:
 
 _OWN_CODE = os.path.dirname(os.path.dirname(__file__)) + os.sep  # the daskflow package
 _EXAMPLES = _OWN_CODE + "examples" + os.sep  # task functions, as a user's would be
+_IMPORT_MACHINERY = ("<frozen ", os.path.dirname(importlib.__file__) + os.sep)
 
 
 def _user_code(filename: str) -> bool:
-    """Whether a traceback frame is the user's (daskflow's own frames are not shown)."""
+    """Whether a traceback frame is the user's (daskflow's own frames are not shown, nor
+    those of Python's import machinery that imports the user's module)."""
+    if filename.startswith(_IMPORT_MACHINERY):
+        return False
     return not filename.startswith(_OWN_CODE) or filename.startswith(_EXAMPLES)
 
 
@@ -330,6 +334,7 @@ def run_task(
             _emit(
                 rt.topic, {"task": rt.name, "event": "start", "attempt": attempt, "time": started}
             )
+        error: str | None = None  # what failed the attempt
         try:
             with (
                 task_output(rt.name, index),  # what a call prints goes to stderr, labelled
@@ -340,7 +345,10 @@ def run_task(
             raise
         except BaseException as exc:  # sys.exit() or KeyboardInterrupt in user code fails
             # the attempt; escaping, it would kill the Dask worker.
-            message = describe_error(exc)
+            error = describe_error(exc)
+        # Raised out here, what this raises carries no user exception as its context: the
+        # client could not unpickle one of a class from the user's modules.
+        if error is not None:
             failures += 1
             if failures <= rt.retries and not cancelled(rt.topic):
                 delay = rt.retry_delay * rt.retry_backoff ** (failures - 1)
@@ -352,14 +360,14 @@ def run_task(
                         "event": "retry",
                         "attempt": attempt,
                         "item": index,
-                        "message": message,
+                        "message": error,
                         "delay": delay,
                     },
                 )
                 if delay > 0 and _cancel_event(rt.topic).wait(delay):
-                    raise TaskCancelled(rt.name) from None
+                    raise TaskCancelled(rt.name)
                 continue
-            raise TaskFailed(rt.name, message, attempt, index) from None
+            raise TaskFailed(rt.name, error, attempt, index)
         if rt.report:
             _emit(
                 rt.topic,
