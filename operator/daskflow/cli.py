@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import re
 import signal
 import sys
@@ -97,6 +98,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(err, file=sys.stderr)
         return EXIT_INVALID
 
+    from .engine.deaths import slot_dir
     from .engine.flow import FlowEngine  # imports distributed: only for a valid flow
     from .engine.local import dask_client, user_import_paths
     from .model.states import Phase
@@ -137,7 +139,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 flow.name, task_output=Path(tmp, "task-output"), transient=transient
             ) as progress,
         ):
-            interrupts.temporary.append(tmp)
+            # The local nannies live in this process: their death reports' directory too.
+            interrupts.temporary += [tmp, slot_dir(os.getpid())]
             relay = asyncio.create_task(progress.relay_task_output())
             try:
                 async with dask_client(
@@ -202,7 +205,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _local_settings(flow: FlowRun, address: str | None, workers: int, threads: int) -> int | None:
     """The memory limit of each local worker; warns on stderr about settings that a local
     cluster cannot apply, and about more threads than this machine can run."""
-    import os
 
     from .engine.local import local_resources
 
@@ -281,7 +283,6 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 
 def cmd_runner(args: argparse.Namespace) -> int:
-    import os
 
     from .kube.api import KubeApi, allow_api_depth, load_api_client
     from .kube.runner import RunnerSettings, drive_flowrun

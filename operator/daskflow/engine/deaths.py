@@ -50,14 +50,14 @@ OUTSIDE_SIGNALS = frozenset({signal.SIGKILL, signal.SIGTERM, signal.SIGINT, sign
 CGROUP_EVENTS = "/sys/fs/cgroup/memory.events"
 
 
-def _slot_dir(nanny_pid: int) -> str:
+def slot_dir(nanny_pid: int) -> str:
     """Made by the nanny's plugin: a worker keeps slots only if its nanny will read them."""
     return os.path.join(tempfile.gettempdir(), f"daskflow-attempts-{nanny_pid}")
 
 
 def _slot_path(nanny_pid: int, worker_address: str) -> str:
     name = re.sub(r"[^A-Za-z0-9]+", "_", worker_address)
-    return os.path.join(_slot_dir(nanny_pid), name)
+    return os.path.join(slot_dir(nanny_pid), name)
 
 
 class AttemptSlots:
@@ -119,7 +119,7 @@ _SLOTS_LOCK = threading.Lock()
 def attempt_slots() -> AttemptSlots | None:
     """This worker process's slots (None when not on a worker, or no file can be made)."""
     global _SLOTS
-    if _SLOTS is None and os.path.isdir(_slot_dir(os.getppid())):
+    if _SLOTS is None and os.path.isdir(slot_dir(os.getppid())):
         with _SLOTS_LOCK, contextlib.suppress(ValueError, OSError):
             from distributed import get_worker
 
@@ -177,7 +177,7 @@ class DeathReporter(NannyPlugin):
                     nanny.loop.add_callback(send, report)
             original(exitcode)
 
-        os.makedirs(_slot_dir(os.getpid()), exist_ok=True)
+        os.makedirs(slot_dir(os.getpid()), exist_ok=True)
         _NANNIES.add(id(nanny))
         nanny._on_worker_exit_sync = on_exit
         if nanny.process is not None:
@@ -186,7 +186,7 @@ class DeathReporter(NannyPlugin):
     def teardown(self, nanny: Any) -> None:
         _NANNIES.discard(id(nanny))
         if not _NANNIES:  # the last nanny of this process (a LocalCluster has several)
-            shutil.rmtree(_slot_dir(os.getpid()), ignore_errors=True)
+            shutil.rmtree(slot_dir(os.getpid()), ignore_errors=True)
 
 
 class DeathLedger(SchedulerPlugin):

@@ -49,6 +49,16 @@ def worker_pythonpath(extra: Sequence[str | Path] = ()) -> str:
     return os.pathsep.join(dict.fromkeys(paths))
 
 
+def quiet_closed_comms(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """An event loop exception handler that drops what Dask's background messages raise
+    when the other side closed first (a nanny's event for a scheduler that has just shut
+    down, say): expected while a cluster closes, and no reason for a traceback on stderr.
+    Everything else goes to asyncio's default handler."""
+    if isinstance(context.get("exception"), distributed.comm.core.CommClosedError):
+        return
+    loop.default_exception_handler(context)
+
+
 def local_resources(resources: Resources | None) -> tuple[int | None, list[str]]:
     """The memory limit in bytes of each local worker (``limits.memory``; a worker is what a
     pod is on Kubernetes), and the resource settings a local cluster cannot apply."""
@@ -87,6 +97,9 @@ async def dask_client(
         async with _Client(address, asynchronous=True, **timeout) as client:
             yield client
         return
+    loop = asyncio.get_running_loop()
+    if loop.get_exception_handler() is None:
+        loop.set_exception_handler(quiet_closed_comms)
     cluster = _LocalCluster(
         n_workers=max(workers, 1),
         threads_per_worker=threads_per_worker,
