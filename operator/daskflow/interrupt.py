@@ -55,7 +55,7 @@ class Interrupts:
 
     def install(self) -> None:
         # Starting multiprocessing's resource tracker unblocks SIGINT: start it first.
-        multiprocessing.resource_tracker.ensure_running()
+        _start_resource_tracker()
         _gate_process_starts()
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         threading.Thread(target=self._wait_sigint, name="daskflow-sigint", daemon=True).start()
@@ -116,6 +116,22 @@ class Interrupts:
             for path in self.temporary:
                 shutil.rmtree(path, ignore_errors=True)
             os._exit(EXIT_INTERRUPTED if forced or self._delivered is None else self._delivered)
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker, which removes the semaphores of the
+    worker processes once this process has exited, quietly: after an exit at once it
+    would warn on stderr about each one ("leaked semaphore objects")."""
+    before = os.environ.get("PYTHONWARNINGS")
+    quiet = "ignore:resource_tracker:UserWarning"
+    os.environ["PYTHONWARNINGS"] = f"{before},{quiet}" if before else quiet
+    try:
+        multiprocessing.resource_tracker.ensure_running()
+    finally:
+        if before is None:
+            del os.environ["PYTHONWARNINGS"]
+        else:
+            os.environ["PYTHONWARNINGS"] = before
 
 
 def _write(fd: int, text: str) -> None:

@@ -6,9 +6,11 @@ plain text), each run through the installed ``daskflow`` command in a throw-away
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime
 
 from .conftest import UserProject, assert_clean_exit
+from .test_first_run import Running
 
 
 def _time(stamp: str) -> datetime:
@@ -89,3 +91,19 @@ def test_the_users_own_exception_classes_are_named_in_the_status(project: UserPr
     assert tasks["items"]["message"].startswith("2 of 2 items failed; item 0: DataError: row 1 ")
     assert tasks["abort"]["message"].startswith("Abort: stop here"), tasks["abort"]
     assert tasks["typo"]["message"] == "ModuleNotFoundError: No module named 'erors'"
+
+
+def test_exit_at_once_prints_no_python_warnings(project: UserProject) -> None:
+    """A second Ctrl-C ends the command with one line of its own on stderr: no warnings of
+    multiprocessing's resource tracker about the semaphores it removes."""
+    flow = project.manifest("twice", [{"name": "nap", "call": "time:sleep", "args": [120]}])
+    run = Running(project, "run", flow.name, "-o", "json")
+    run.wait_for("a running task", lambda: any("nap: Running" in line for line in run.stderr))
+    run.ctrl_c()
+    time.sleep(0.3)  # two SIGINTs in a row may arrive as one
+    run.ctrl_c()
+    code, _, stderr = run.finish()
+    assert code == 130, stderr
+    # finish() read stderr to its end, which the resource tracker holds open until it exits
+    assert stderr.splitlines()[-1] == "daskflow: second SIGINT: exiting at once", stderr
+    assert "Warning" not in stderr, stderr
