@@ -75,21 +75,28 @@ def chain(backend: str, length: int = 10) -> dict[str, Any]:
 
 def one_run(run: Scenario, backend: str) -> dict[str, float]:
     run.given.flowrun(chain(backend)).when.applied()
-    first = done = None
+    applied_wall = time.time() - (time.monotonic() - run.applied_at)
+    running = done = None
     deadline = time.monotonic() + 300
     while done is None and time.monotonic() < deadline:
         status = run.status
         now = time.monotonic() - run.applied_at
-        tasks = status.get("tasks") or {}
-        if first is None and any(t.get("state") not in (None, "Pending") for t in tasks.values()):
-            first = now
+        if running is None and status.get("phase") in ("Running", "Succeeded"):
+            running = now
         if status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
             assert status["phase"] == "Succeeded", status
             done = now
         time.sleep(POLL)
-    assert first is not None and done is not None, "the run did not finish in 300 s"
+    assert running is not None and done is not None, "the run did not finish in 300 s"
+    # Status writes are coalesced (1 s), so a fast chain may show no Running task: the
+    # first task's own startTime (whole seconds, truncated) says when it started.
+    started = dt.datetime.fromisoformat(status["tasks"]["t00"]["startTime"]).timestamp()
     run.k.run("delete", "flowrun", run.name, "-n", run.namespace, "--wait=true")
-    return {"first_task_running": round(first, 2), "succeeded": round(done, 2)}
+    return {
+        "phase_running_seen": round(running, 2),
+        "first_task_started": round(started - applied_wall, 2),
+        "succeeded": round(done, 2),
+    }
 
 
 def main() -> int:
@@ -106,6 +113,7 @@ def main() -> int:
     _script("build-base-image.sh", work / "base.log", 1200)
     _script("build-image.sh", work / "image.log", 1200, {"IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE})
     cluster_sh("load", IMAGE, timeout=600)
+    (work / "helm").mkdir()
     helm = Helm(find_or_build_helm(), work / "helm")
     install = install_chart(cluster, IMAGE, helm)
     results: dict[str, list[dict[str, float]]] = {"kubernetes": [], "local": []}
@@ -128,7 +136,7 @@ def main() -> int:
                 "min": min(r[key] for r in runs),
                 "max": max(r[key] for r in runs),
             }
-            for key in ("first_task_running", "succeeded")
+            for key in ("phase_running_seen", "first_task_started", "succeeded")
         }
         for backend, runs in results.items()
     }
@@ -147,8 +155,9 @@ def main() -> int:
     path.write_text(json.dumps(out, indent=1) + "\n")
     for backend, figures in summary.items():
         print(
-            f"{backend:>10}: apply -> first task Running {figures['first_task_running']['median']}"
-            f" s, apply -> Succeeded {figures['succeeded']['median']} s (medians of {args.reps})"
+            f"{backend:>10}: apply -> Running {figures['phase_running_seen']['median']} s,"
+            f" first task started {figures['first_task_started']['median']} s,"
+            f" Succeeded {figures['succeeded']['median']} s (medians of {args.reps})"
         )
     print(f"written to {path}")
     return 0
