@@ -343,14 +343,31 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="daskflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a FlowRun manifest on an embedded local Dask cluster")
-    run.add_argument("file")
+    run = sub.add_parser(
+        "run",
+        help="run a FlowRun manifest on an embedded local Dask cluster",
+        description="Run a FlowRun manifest on an embedded local Dask cluster: progress and "
+        "what tasks print on stderr, the final status on stdout. Ctrl-C cancels the run, a "
+        "second one exits at once. Exit codes: 0 Succeeded, 1 Failed or Cancelled, 2 invalid "
+        "input.",
+    )
+    run.add_argument("file", help="the FlowRun manifest (YAML or JSON)")
     run.add_argument(
         "--workers", type=_at_least_one, help="local workers (default: spec.cluster.workers)"
     )
-    run.add_argument("--threads-per-worker", type=_at_least_one)
+    run.add_argument(
+        "--threads-per-worker",
+        type=_at_least_one,
+        help="threads of each local worker (default: spec.cluster.threadsPerWorker)",
+    )
     run.add_argument("--address", help="run on an existing scheduler, tcp://HOST:PORT")
-    run.add_argument("--output", "-o", choices=("table", "json", "yaml"), default="table")
+    run.add_argument(
+        "--output",
+        "-o",
+        choices=("table", "json", "yaml"),
+        default="table",
+        help="format of the final status on stdout (default: table)",
+    )
     run.add_argument(
         "--set",
         action="append",
@@ -362,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     validate = sub.add_parser("validate", help="check manifests without running them")
-    validate.add_argument("files", nargs="+")
+    validate.add_argument("files", nargs="+", metavar="file", help="FlowRun manifests")
     validate.set_defaults(func=cmd_validate)
 
     crd = sub.add_parser("crd", help="print the FlowRun CustomResourceDefinition")

@@ -107,3 +107,13 @@ def test_exit_at_once_prints_no_python_warnings(project: UserProject) -> None:
     # finish() read stderr to its end, which the resource tracker holds open until it exits
     assert stderr.splitlines()[-1] == "daskflow: second SIGINT: exiting at once", stderr
     assert "Warning" not in stderr, stderr
+
+
+def test_run_help_explains_every_argument_and_the_exit_codes(project: UserProject) -> None:
+    proc = project.daskflow("run", "--help")
+    assert_clean_exit(proc)
+    text = " ".join(proc.stdout.split())
+    assert "Exit codes: 0 Succeeded, 1 Failed or Cancelled, 2 invalid input." in text
+    assert "file the FlowRun manifest" in text
+    assert "--threads-per-worker THREADS_PER_WORKER threads" in text
+    assert "-o {table,json,yaml} format" in text
