@@ -93,14 +93,31 @@ def test_good_call_strings(good: str) -> None:
     parse_flowrun(manifest([{"name": "a", "call": good}]))
 
 
-def test_unknown_field() -> None:
-    raw = manifest([call("a"), call("b", retires=3)])
-    assert problems(raw) == ["tasks[1] (b).retires: unknown field"]
+def test_unknown_field_suggests_the_closest_known_one() -> None:
+    raw = manifest([call("a", dependson=["b"], timeout=5, colour="red"), call("b", retires=3)])
+    raw["spec"]["cluster"] = {"worker": 2}
+    assert problems(raw) == [
+        "spec.cluster.worker: unknown field (did you mean workers?)",
+        "tasks[0] (a).dependson: unknown field (did you mean dependsOn?)",
+        "tasks[0] (a).timeout: unknown field (did you mean timeoutSeconds?)",
+        "tasks[0] (a).colour: unknown field",
+        "tasks[1] (b).retires: unknown field (did you mean retries?)",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [("extract_data", ', such as "extract-data"'), ("__", ""), ("Load", ', such as "load"')],
+)
+def test_a_bad_task_name_says_what_a_name_may_hold(name: str, hint: str) -> None:
+    assert problems(manifest([call(name)])) == [
+        f'tasks[0] ({name}).name: must be lowercase letters, digits and "-" (a DNS label){hint}'
+    ]
 
 
 def test_unknown_spec_field() -> None:
     raw = manifest([call("a")], failfast=True)
-    assert problems(raw) == ["spec.failfast: unknown field"]
+    assert problems(raw) == ["spec.failfast: unknown field (did you mean failFast?)"]
 
 
 def test_unknown_parameter() -> None:
@@ -145,7 +162,7 @@ def test_env_only_for_commands() -> None:
         ({"retries": -1}, "tasks[0] (a).retries: Input should be greater than or equal to 0"),
         ({"retries": "many"}, "tasks[0] (a).retries: Input should be a valid integer"),
         ({"timeoutSeconds": 0}, "tasks[0] (a).timeoutSeconds: Input should be greater than 0"),
-        ({"name": "Bad_Name"}, "tasks[0] (Bad_Name).name: String should match pattern"),
+        ({"name": "Bad_Name"}, "tasks[0] (Bad_Name).name: must be lowercase letters, digits"),
         ({"args": "x"}, "tasks[0] (a).args: Input should be a valid list"),
         ({"map": 5}, "tasks[0] (a).map: must be a list or exactly one reference"),
         ({"env": {"A": 1}, "command": ["x"], "call": None}, "tasks[0] (a).env.A: Input should"),

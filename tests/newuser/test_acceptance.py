@@ -117,3 +117,23 @@ def test_run_help_explains_every_argument_and_the_exit_codes(project: UserProjec
     assert "file the FlowRun manifest" in text
     assert "--threads-per-worker THREADS_PER_WORKER threads" in text
     assert "-o {table,json,yaml} format" in text
+
+
+def test_python_habits_in_a_manifest_get_a_hint(project: UserProject) -> None:
+    """snake_case task names and misspelt fields say what to write instead."""
+    flow = project.manifest(
+        "habits",
+        [
+            {"name": "extract_data", "call": "mytasks:f"},
+            {"name": "load", "call": "mytasks:f", "dependson": ["extract"], "timeout": 5},
+        ],
+    )
+    proc = project.daskflow("validate", flow.name)
+    assert_clean_exit(proc, codes=(2,))
+    assert proc.stderr.splitlines() == [
+        "habits.yaml is invalid:",
+        '  - tasks[0] (extract_data).name: must be lowercase letters, digits and "-" (a DNS '
+        'label), such as "extract-data"',
+        "  - tasks[1] (load).dependson: unknown field (did you mean dependsOn?)",
+        "  - tasks[1] (load).timeout: unknown field (did you mean timeoutSeconds?)",
+    ]

@@ -7,14 +7,15 @@ once: a user fixes a manifest in one round trip, never by reading a traceback.
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import json
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from .graph import REFERENCING_FIELDS, find_cycle, referenced_tasks, task_dependencies
 from .reader import MAX_DEPTH, TOO_DEEP, Overflow, UnreadableManifest, read_manifest
@@ -64,6 +65,29 @@ def _format_loc(raw: Mapping[str, Any], loc: tuple[int | str, ...]) -> str:
 _UNION_TAGS = frozenset({"function-after", "str", "float", "int", "bool"})
 
 
+def _field_names(model: type[BaseModel]) -> set[str]:
+    """The manifest's spelling of every field of ``model`` and of the models inside it."""
+    names: set[str] = set()
+    for field in model.model_fields.values():
+        names.add(field.alias or "")
+        for arg in (field.annotation, *get_args(field.annotation)):
+            if isinstance(arg, type) and issubclass(arg, BaseModel):
+                names |= _field_names(arg)
+    return names - {""}
+
+
+FIELD_NAMES = frozenset(_field_names(FlowRun))
+
+
+def _did_you_mean(name: str, known: frozenset[str]) -> str:
+    close = [k for k in known if k.lower() == name.lower()]
+    close = close or difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.75)
+    close = close or [k for k in known if k.startswith(name)]  # timeout: timeoutSeconds
+    if len(close) > 1:
+        return ""
+    return f" (did you mean {close[0]}?)" if close else ""
+
+
 def _pydantic_problems(raw: Mapping[str, Any], err: ValidationError) -> list[str]:
     problems = []
     for item in err.errors(include_url=False):
@@ -72,9 +96,13 @@ def _pydantic_problems(raw: Mapping[str, Any], err: ValidationError) -> list[str
         )
         msg = item["msg"]
         if item["type"] == "extra_forbidden":
-            msg = "unknown field"
+            msg = "unknown field" + _did_you_mean(str(loc[-1]), FIELD_NAMES)
         elif item["type"] == "string_pattern_mismatch" and loc[-1:] == ("call",):
             msg = 'must look like "module:attr" or "module:Class.attr"'
+        elif item["type"] == "string_pattern_mismatch" and loc[-1:] == ("name",):
+            suggestion = re.sub(r"[^a-z0-9]+", "-", str(item["input"]).lower()).strip("-")
+            msg = 'must be lowercase letters, digits and "-" (a DNS label)'
+            msg += f', such as "{suggestion}"' if suggestion else ""
         elif loc[-1:] == ("map",) and item["type"] in ("list_type", "string_type"):
             msg = 'must be a list or exactly one reference such as "$(tasks.NAME.result)"'
         else:
