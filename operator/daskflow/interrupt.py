@@ -2,13 +2,18 @@
 
 The first signal must work at any moment: while the manifest loads, while a local cluster
 starts (minutes for a hundred workers), while the flow runs, even while the event loop is
-busy. asyncio's own signal handlers run only when the loop gets control, so they are not
-used: SIGINT is blocked in every thread and taken by a thread of its own (``sigwait``),
-and SIGTERM by a plain handler (which runs between two bytecodes of the main thread).
+busy. asyncio's own signal handlers run only when the loop gets control, and Python
+handlers only in the main thread between two bytecodes: after a long C call, the main
+thread runs the handlers of every signal that came meanwhile before any other thread runs,
+so a second signal could be taken for the first. So the handlers do nothing; what counts
+is the byte with the signal's number that Python's C-level handler writes, as the signal
+arrives, to a pipe (``signal.set_wakeup_fd``): one thread reads them, in their order.
 
-The block is inherited by the local worker processes, which a terminal's Ctrl-C reaches
-too: they stay undisturbed until their set-up (:mod:`daskflow.engine.workerprocess`)
-installs a handler that ignores it.
+A terminal's Ctrl-C reaches the local worker processes too: they start with SIGINT
+blocked (blocked in the thread that starts them, for that moment only: a blocked signal is
+inherited, through exec too), and stay undisturbed until their set-up
+(:mod:`daskflow.engine.workerprocess`) installs a handler that ignores it. SIGTERM is never
+blocked: the Nanny stops its worker with it.
 
 A clean cancel needs the event loop, and with a LocalCluster the scheduler runs on that
 loop: taking in a 200,000-item map keeps it busy for a minute. So if the run has not ended
@@ -35,6 +40,8 @@ from collections.abc import Callable
 EXIT_INTERRUPTED = 130  # the command was interrupted (and the run not waited for)
 KILL_WAIT = 10.0  # seconds to wait for killed processes to be gone
 GRACE = 5.0  # seconds a run gets to end cleanly after the first signal
+FINAL_ATTEMPTS = 3  # reads of the status so far, when one races with a change
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 class Interrupts:
@@ -54,14 +61,18 @@ class Interrupts:
         self._delivered: int | None = None  # exit code once the final status is out
 
     def install(self) -> None:
-        # Starting multiprocessing's resource tracker unblocks SIGINT: start it first.
+        # Starting multiprocessing's resource tracker unblocks SIGINT in its thread: start
+        # it now, not in the middle of a worker process's start.
         _start_resource_tracker()
         _gate_process_starts()
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
-        threading.Thread(target=self._wait_sigint, name="daskflow-sigint", daemon=True).start()
-        # Handlers too, for a thread where some library unblocked SIGINT again.
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda num, _frame: self._received(signal.Signals(num)))
+        read, write = os.pipe()
+        os.set_blocking(write, False)
+        signal.set_wakeup_fd(write)
+        for sig in SIGNALS:
+            signal.signal(sig, lambda _num, _frame: None)  # the byte on the pipe counts
+        threading.Thread(
+            target=self._read_signals, args=(read,), name="daskflow-signals", daemon=True
+        ).start()
 
     def on_first(self, callback: Callable[[str], object] | None) -> None:
         """Call ``callback`` on the first signal, at once if it came already."""
@@ -81,9 +92,11 @@ class Interrupts:
                 self._delivered = code
                 _write(1, text)
 
-    def _wait_sigint(self) -> None:
+    def _read_signals(self, fd: int) -> None:
         while True:
-            self._received(signal.Signals(signal.sigwait({signal.SIGINT})))
+            for num in os.read(fd, 64):
+                if num in SIGNALS:
+                    self._received(signal.Signals(num))
 
     def _received(self, sig: signal.Signals) -> None:
         if self.first is None:
@@ -108,14 +121,25 @@ class Interrupts:
         _write(2, f"daskflow: {why}\n")
         with self._out:  # waits for a final status being printed by another thread
             if self._delivered is None and self._final is not None:
-                with contextlib.suppress(Exception):
-                    text, code = self._final()
-                    self._delivered = code
-                    _write(1, text)
+                self._print_final(self._final)
             stop_worker_processes()
             for path in self.temporary:
                 shutil.rmtree(path, ignore_errors=True)
             os._exit(EXIT_INTERRUPTED if forced or self._delivered is None else self._delivered)
+
+    def _print_final(self, final: Callable[[], tuple[str, int]]) -> None:
+        """Print ``final()``'s status on stdout. The run goes on changing it in other
+        threads meanwhile: a read that fails is tried again, and a failure is told."""
+        for attempt in range(FINAL_ATTEMPTS):
+            try:
+                text, code = final()
+            except Exception as exc:
+                if attempt + 1 == FINAL_ATTEMPTS:
+                    _write(2, f"daskflow: cannot print the status: {type(exc).__name__}: {exc}\n")
+                continue
+            self._delivered = code
+            _write(1, text)
+            return
 
 
 def _start_resource_tracker() -> None:
@@ -150,7 +174,8 @@ _process_starts = threading.Lock()
 
 
 def _gate_process_starts() -> None:
-    """Every multiprocessing start in this process takes ``_process_starts``: Dask starts
+    """Every multiprocessing start in this process takes ``_process_starts`` (and starts
+    its process with SIGINT blocked, see the module's docstring): Dask starts
     worker processes from threads of its own (one by one for minutes, with a hundred
     workers on a busy machine), so that :func:`stop_worker_processes` can stop more from
     starting and then find every one that did."""
@@ -158,7 +183,11 @@ def _gate_process_starts() -> None:
 
     def gated_start(self: multiprocessing.process.BaseProcess) -> None:
         with _process_starts:
-            start(self)
+            mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # inherited
+            try:
+                start(self)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     multiprocessing.process.BaseProcess.start = gated_start  # type: ignore[method-assign]
 
