@@ -166,3 +166,20 @@ def test_a_task_whose_worker_died_says_so() -> None:
     assert (a["reason"], a["lostAttempts"]) == ("WorkerDied", 2)
     assert "reason" not in b  # a reason says why a task failed
     assert b["lostAttempts"] == 1
+
+
+def test_end_run_adds_up_items_read_in_the_middle_of_an_update() -> None:
+    """An exit at once reads the status from another thread: an item may count as
+    succeeded already and as running still."""
+    status = {"phase": "Running", "tasks": {"work": {"state": "Running", "items": {}}}}
+    status["tasks"]["work"]["items"] = {"total": 10, "succeeded": 6, "running": 5}
+    items = end_run(status, Phase.CANCELLED, "Cancelled", "cancelled")["tasks"]["work"]["items"]
+    assert items == {
+        "total": 10,
+        "succeeded": 6,
+        "failed": 0,
+        "cancelled": 4,
+        "skipped": 0,
+        "running": 0,
+        "pending": 0,
+    }

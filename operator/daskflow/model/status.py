@@ -75,8 +75,10 @@ class ItemCounts:
         return max(self.total - done - self.running, 0)
 
     def cancel_rest(self) -> None:
-        """The run stopped: items not finished (running or pending) count as cancelled."""
-        self.cancelled += self.pending + self.running
+        """The run stopped: items not finished (running or pending) count as cancelled.
+        Counts read in the middle of an update may have an item both done and running."""
+        done = self.succeeded + self.failed + self.cancelled + self.skipped
+        self.cancelled += self.pending + min(self.running, max(self.total - done, 0))
         self.running = 0
 
     def to_dict(self) -> dict[str, int]:
