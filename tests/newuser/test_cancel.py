@@ -72,7 +72,7 @@ def test_second_signal_ends_a_busy_run_at_once_with_the_status_so_far(
     run.proc.send_signal(signal.SIGTERM)
     code, stdout, stderr = run.finish()
     assert time.monotonic() - second < 20
-    said = [line.strip() for line in stderr.splitlines() if line.startswith("daskflow: ")]
+    said = [ln for ln in stderr.splitlines() if ln.startswith("daskflow: ") and "warn" not in ln]
     if code == 130:  # the second signal ended it
         assert said == ["daskflow: second SIGTERM: exiting at once"], stderr[-3000:]
     else:  # the first signal's clean cancel won the race: also fine
