@@ -329,11 +329,16 @@ class Scenario:
         return [run_health(lua, obj) for lua in INTERPRETERS]
 
     def argocd_health_was(self, while_running: str, at_the_end: str) -> Self:
-        running = [o for o in self.seen if (o.get("status") or {}).get("phase") == "Running"]
-        assert running, "the FlowRun was never seen Running"
+        # A short run may be Running for less than one poll (a kubectl call on a busy
+        # machine): "while it runs" is the last object seen before a terminal phase, which
+        # is Pending or Running (the script says the same of both).
+        unfinished = [
+            o for o in self.seen if (o.get("status") or {}).get("phase") in ("Pending", "Running")
+        ]
+        assert unfinished, "the FlowRun was never seen Pending or Running"
         final = self.get()
         assert final is not None
-        for obj, want in ((running[-1], while_running), (final, at_the_end)):
+        for obj, want in ((unfinished[-1], while_running), (final, at_the_end)):
             for health in self.health(obj):
                 assert health.status == want, (health, obj.get("status"))
         return self
