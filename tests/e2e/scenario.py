@@ -23,6 +23,7 @@ from typing import Any, Self
 import yaml
 from tests.argocd.lua import INTERPRETERS, Health, run_health
 from tests.kube.controlplane import KubeCluster
+from tests.kube.harness import wait_for
 
 from daskflow.kube.builders import child_name
 
@@ -62,15 +63,8 @@ class Kubectl:
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(POLL)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
+    """Poll ``predicate`` every POLL seconds until it returns something truthy."""
+    return wait_for(predicate, timeout, what, POLL)
 
 
 def pod_running(pod: dict[str, Any]) -> bool:

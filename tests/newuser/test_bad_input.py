@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.model.test_input_bounds import BOMB
+
 from .conftest import UserProject, assert_clean_exit
 
 HANG_GUARD = 20  # seconds; a minute was the symptom, well under a second is the fix
@@ -109,18 +111,6 @@ def test_nesting_too_deep_names_the_task_and_field(project: UserProject) -> None
     proc = project.daskflow("validate", "deep.yaml")
     assert_clean_exit(proc, codes=(2,))
     invalid(proc.stderr, "deep.yaml", "tasks[0] (a).args: nested deeper than 100 levels")
-
-
-BOMB = """
-        - &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
-        - &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
-        - &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
-        - &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
-        - &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
-        - &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
-        - &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
-        - &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
-        - &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]"""
 
 
 @pytest.mark.parametrize("command", ["validate", "run"])
