@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from .helpers import Runner, call, flowrun, states
 
 
@@ -204,3 +206,24 @@ def test_status_has_times_attempts_and_a_summary(run: Runner) -> None:
     for rec in status["tasks"].values():
         assert rec["attempts"] == 1
         assert rec["startTime"] <= rec["completionTime"]
+
+
+def test_results_gives_full_values_of_succeeded_tasks(run: Runner) -> None:
+    status, engine = run(
+        flowrun(
+            call("make", "big", 5000),  # too big for the status: only results() has it
+            call("items", "double", "$(item)", map=[3, 1, 2]),
+            call("none", "identity", None),
+            call("bad", "fail"),
+            call("after", "identity", "$(tasks.bad.result)"),
+        ),
+        keep_results=True,
+    )
+    assert "result" not in status["tasks"]["make"]
+    assert engine.results() == {"make": "x" * 5000, "items": [6, 2, 4], "none": None}
+
+
+def test_results_needs_keep_results(run: Runner) -> None:
+    _, engine = run(flowrun(call("a", "identity", 1)))
+    with pytest.raises(RuntimeError, match="keep_results=True"):
+        engine.results()

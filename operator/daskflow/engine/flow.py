@@ -109,6 +109,8 @@ class FlowEngine:
     With ``publish_prefix``, the value of every task that succeeds is published on the
     cluster as the Dask dataset ``publish_prefix + name`` (a future, or a list of futures for
     a mapped task), so that a later engine on the same cluster can take it as a value.
+    With ``keep_results``, the full value of every task that succeeded is fetched here at
+    the end of the run, for :meth:`results`.
     """
 
     def __init__(
@@ -122,8 +124,11 @@ class FlowEngine:
         previous_status: Mapping[str, Any] | None = None,
         values: Mapping[str, Any] | None = None,
         publish_prefix: str | None = None,
+        keep_results: bool = False,
     ) -> None:
         self.flow = flow
+        self.keep_results = keep_results
+        self._results: dict[str, Any] = {}
         self.client = client
         self._dask: Any = client  # distributed is untyped: calls on it go through here
         self.run_id = run_id or uuid.uuid4().hex[:10]
@@ -211,6 +216,14 @@ class FlowEngine:
 
     def status(self) -> dict[str, Any]:
         return self.book.to_dict()
+
+    def results(self) -> dict[str, Any]:
+        """After :meth:`run`, task name -> full value (not the status's 1 KiB copy) of every
+        task that succeeded; a mapped task's value is the list of its item results, in
+        order. Needs ``keep_results=True``: values otherwise stay on the cluster."""
+        if not self.keep_results:
+            raise RuntimeError("FlowEngine.results() needs FlowEngine(..., keep_results=True)")
+        return dict(self._results)
 
     async def run(self) -> dict[str, Any]:
         """Run the flow to a terminal phase and return the final status."""
@@ -874,9 +887,17 @@ class FlowEngine:
                 "Succeeded",
             )
         await self.sink.close()
+        if self.keep_results:
+            await self._keep_results()
         for node in self.nodes.values():
             node.futures = []
         self.handles.clear()
+
+    async def _keep_results(self) -> None:
+        for name, rec in self.book.tasks.items():
+            if rec.state == TaskState.SUCCEEDED and name in self.handles:
+                with contextlib.suppress(Exception):  # its value died with the cluster
+                    self._results[name] = await self._value_of(name)
 
     # -- resume --------------------------------------------------------------------------
     def _restore(self, previous: Mapping[str, Any], values: Mapping[str, Any]) -> None:
