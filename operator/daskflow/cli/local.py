@@ -1,7 +1,4 @@
-"""The ``daskflow`` command: run and validate flows locally, and start the operator or runner.
-
-Exit codes: 0 when a run Succeeded, 1 when it Failed or was Cancelled, 2 for invalid input.
-"""
+"""``daskflow run``, ``validate`` and ``crd``: flows on this machine, no cluster needed."""
 
 from __future__ import annotations
 
@@ -11,7 +8,6 @@ import contextlib
 import logging
 import os
 import re
-import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -19,33 +15,12 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from .interrupt import EXIT_INTERRUPTED
-from .model.reader import load_yaml
-from .model.spec import SCHEDULER_ADDRESS
-from .model.validate import ManifestError, load_flowrun
+from ..model.spec import SCHEDULER_ADDRESS
+from ..model.validate import ManifestError, load_flowrun
+from .args import EXIT_FAILED, EXIT_INVALID, EXIT_OK, at_least_one, parse_set
 
 if TYPE_CHECKING:
-    from .model.spec import FlowRun
-
-EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
-EXIT_TERMINATED = 128 + signal.SIGTERM  # daskflow runner, stopped by SIGTERM
-
-
-def _parse_set(pairs: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key:
-            raise ManifestError([f"--set {pair!r}: expected NAME=VALUE"], "command line")
-        try:
-            pair.encode()
-        except UnicodeEncodeError:  # undecodable bytes on the command line
-            raise ManifestError([f"--set {key}: not UTF-8 text"], "command line") from None
-        try:
-            out[key] = load_yaml(raw) if raw else ""
-        except yaml.YAMLError:
-            out[key] = raw
-    return out
+    from ..model.spec import FlowRun
 
 
 def _check_address(address: str | None) -> None:
@@ -71,8 +46,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def _never_started(flow: FlowRun, message: str) -> dict[str, Any]:
     """The status of a run cancelled before its engine started: every task Cancelled."""
-    from .model.states import Phase, TaskState
-    from .model.status import StatusBook
+    from ..model.states import Phase, TaskState
+    from ..model.status import StatusBook
 
     book = StatusBook([t.name for t in flow.spec.tasks])
     for name in book.tasks:
@@ -86,24 +61,24 @@ def cmd_run(args: argparse.Namespace) -> int:
     # running and marks tasks Cancelled; a cluster still starting is stopped. A second
     # signal, or a run not ended a few seconds later, exits at once with the status known
     # so far (see daskflow.interrupt).
-    from .interrupt import Interrupts, stop_worker_processes
+    from ..interrupt import Interrupts, stop_worker_processes
 
     interrupts = Interrupts()
     interrupts.install()
 
     try:
         _check_address(args.address)
-        flow = load_flowrun(args.file, _parse_set(args.set))
+        flow = load_flowrun(args.file, parse_set(args.set))
     except ManifestError as err:
         print(err, file=sys.stderr)
         return EXIT_INVALID
 
-    from .engine.deaths import slot_dir
-    from .engine.flow import FlowEngine  # imports distributed: only for a valid flow
-    from .engine.local import dask_client, user_import_paths
-    from .model.states import Phase
-    from .model.status import end_run
-    from .progress import Progress, render_status
+    from ..engine.deaths import slot_dir
+    from ..engine.flow import FlowEngine  # imports distributed: only for a valid flow
+    from ..engine.local import dask_client, user_import_paths
+    from ..model.states import Phase
+    from ..model.status import end_run
+    from ..progress import Progress, render_status
 
     # Dask's own logs would bury the progress; LocalCluster restores this level on close.
     logging.getLogger("distributed").setLevel(logging.CRITICAL)
@@ -206,7 +181,7 @@ def _local_settings(flow: FlowRun, address: str | None, workers: int, threads: i
     """The memory limit of each local worker; warns on stderr about settings that a local
     cluster cannot apply, and about more threads than this machine can run."""
 
-    from .engine.local import local_resources
+    from ..engine.local import local_resources
 
     memory_limit, ignored = local_resources(flow.spec.cluster.resources)
     if address and memory_limit is not None:  # the workers exist already
@@ -230,119 +205,14 @@ def _local_settings(flow: FlowRun, address: str | None, workers: int, threads: i
 
 
 def cmd_crd(args: argparse.Namespace) -> int:
-    from .model.crd import flowrun_crd
+    from ..model.crd import flowrun_crd
 
     print(yaml.safe_dump(flowrun_crd(), sort_keys=False), end="")
     return EXIT_OK
 
 
-def _configure_logging(level: str) -> None:
-    import logging
-
-    logging.basicConfig(
-        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-
-
-def cmd_operator(args: argparse.Namespace) -> int:
-    from .kube.api import allow_api_depth
-    from .kube.builders import OperatorDefaults
-    from .kube.operator import OperatorConfig, run_operator
-
-    _configure_logging(args.log_level)
-    allow_api_depth()
-    if not args.namespace and not args.all_namespaces:
-        print(
-            "daskflow operator: give --namespace NS (repeatable) or --all-namespaces",
-            file=sys.stderr,
-        )
-        return EXIT_INVALID
-    defaults = OperatorDefaults(
-        image=args.image,
-        backend=args.default_backend,
-        runner_service_account=args.runner_service_account,
-        allowed_service_accounts=tuple(args.allow_service_account),
-        image_pull_policy=args.image_pull_policy,
-        status_interval=args.status_interval,
-    )
-    config = OperatorConfig(
-        runner=args.runner,
-        namespaces=args.namespace,
-        all_namespaces=args.all_namespaces,
-        defaults=defaults,
-        metrics_port=args.metrics_port,
-        health_port=args.health_port,
-        bind_address=args.bind_address,
-        peering=None if args.standalone else args.peering,
-        priority=args.priority,
-        kubeconfig=args.kubeconfig,
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(run_operator(config))
-    return EXIT_OK
-
-
-def cmd_runner(args: argparse.Namespace) -> int:
-
-    from .kube.api import KubeApi, allow_api_depth, load_api_client
-    from .kube.runner import RunnerSettings, drive_flowrun
-    from .model.states import Phase
-
-    _configure_logging(args.log_level)
-    allow_api_depth()
-    # SIGTERM (the pod is being deleted, the node drained): stop at once and write nothing,
-    # so the run stays as it is for the Job's next pod, which resumes it. Without a handler
-    # the runner, PID 1 of its container, would ignore SIGTERM and run on next to its
-    # successor until SIGKILL.
-    terminated: list[bool] = []
-    settings = RunnerSettings(
-        backend=args.backend or os.environ.get("DASKFLOW_BACKEND") or None,
-        address=args.address or os.environ.get("DASKFLOW_SCHEDULER_ADDRESS") or None,
-        status_interval=float(os.environ.get("DASKFLOW_STATUS_INTERVAL", args.status_interval)),
-        may_write=lambda: not terminated,
-    )
-
-    async def main() -> dict[str, Any] | None:
-        api = KubeApi(load_api_client(args.kubeconfig))
-        run = asyncio.ensure_future(drive_flowrun(api, args.namespace, args.name, settings))
-
-        def on_sigterm() -> None:
-            terminated.append(True)
-            run.cancel()
-
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
-        try:
-            return await run
-        except asyncio.CancelledError:
-            if terminated:
-                return None
-            raise
-        finally:
-            api.close()
-
-    status = asyncio.run(main())
-    if terminated:
-        print("daskflow runner: terminated; the run is left for the next runner", file=sys.stderr)
-        return EXIT_TERMINATED
-    if status is None:
-        return EXIT_FAILED
-    return EXIT_OK if status.get("phase") == Phase.SUCCEEDED else EXIT_FAILED
-
-
-def _at_least_one(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="daskflow", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Registers ``run``, ``validate`` and ``crd``."""
     run = sub.add_parser(
         "run",
         help="run a FlowRun manifest on an embedded local Dask cluster",
@@ -353,11 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("file", help="the FlowRun manifest (YAML or JSON)")
     run.add_argument(
-        "--workers", type=_at_least_one, help="local workers (default: spec.cluster.workers)"
+        "--workers", type=at_least_one, help="local workers (default: spec.cluster.workers)"
     )
     run.add_argument(
         "--threads-per-worker",
-        type=_at_least_one,
+        type=at_least_one,
         help="threads of each local worker (default: spec.cluster.threadsPerWorker)",
     )
     run.add_argument("--address", help="run on an existing scheduler, tcp://HOST:PORT")
@@ -384,74 +254,3 @@ def build_parser() -> argparse.ArgumentParser:
 
     crd = sub.add_parser("crd", help="print the FlowRun CustomResourceDefinition")
     crd.set_defaults(func=cmd_crd)
-
-    op = sub.add_parser("operator", help="run the Kubernetes operator (kopf)")
-    op.add_argument(
-        "--runner",
-        choices=("pod", "in-process"),
-        default="pod",
-        help="pod: a runner Job per FlowRun (default); in-process: trusted setups",
-    )
-    op.add_argument("--namespace", "-n", action="append", default=[])
-    op.add_argument("--all-namespaces", "-A", action="store_true")
-    op.add_argument(
-        "--default-backend", choices=("kubernetes", "local", "address"), default="kubernetes"
-    )
-    op.add_argument(
-        "--image",
-        default="daskflow:latest",
-        help="default image of runner and Dask pods (spec.image wins)",
-    )
-    op.add_argument("--image-pull-policy", default="IfNotPresent")
-    op.add_argument("--runner-service-account", default="daskflow-runner")
-    op.add_argument(
-        "--allow-service-account",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="another account FlowRuns may name in spec.serviceAccountName ('*': any)",
-    )
-    op.add_argument("--status-interval", type=float, default=1.0)
-    op.add_argument("--metrics-port", type=int, default=9090)
-    op.add_argument("--health-port", type=int, default=8080)
-    op.add_argument(
-        "--bind-address", default="0.0.0.0", help="address of the metrics and health servers"
-    )
-    op.add_argument(
-        "--peering",
-        default="daskflow",
-        help="name of the KopfPeering (ClusterKopfPeering with -A) that replicas share; "
-        "created if missing and RBAC allows",
-    )
-    op.add_argument("--priority", type=int, help="peering priority (default: random)")
-    op.add_argument(
-        "--standalone", action="store_true", help="no peering object needed (one replica only)"
-    )
-    op.add_argument("--kubeconfig")
-    op.add_argument("--log-level", default="info")
-    op.set_defaults(func=cmd_operator)
-
-    rn = sub.add_parser("runner", help="drive one FlowRun (what the runner pod runs)")
-    rn.add_argument("--namespace", required=True)
-    rn.add_argument("--name", required=True)
-    rn.add_argument("--backend", choices=("kubernetes", "local", "address"))
-    rn.add_argument("--address")
-    rn.add_argument("--status-interval", type=float, default=1.0)
-    rn.add_argument("--kubeconfig")
-    rn.add_argument("--log-level", default="info")
-    rn.set_defaults(func=cmd_runner)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except KeyboardInterrupt:  # Ctrl-C before a command took over the signal
-        print("daskflow: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return code
-
-
-if __name__ == "__main__":
-    sys.exit(main())
