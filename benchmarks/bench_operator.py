@@ -854,7 +854,7 @@ def run_memory(
     logs: Path | None,
 ) -> dict[str, Any]:
     custom = k8s.CustomObjectsApi(kube.api_client())
-    cp_pids = {p.name: p.popen.pid for p in getattr(kube, "_processes", [])}
+    cp_pids = kube.pids() if isinstance(kube, ControlPlane) else {}
     out: dict[str, Any] = {"flowruns": count, "mode": "pod", "backend": "kubernetes", "rounds": []}
     with (
         Watcher(kube, ns) as watcher,

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import dask
 import distributed
 import pytest
 
+from harness.processes import free_port
 from tests.docker.conftest import UID, Containers, Image, docker
 
 pytestmark = [pytest.mark.docker, pytest.mark.timeout(1800)]
@@ -136,12 +136,6 @@ def test_dask_commands_on_path(daskflow_image: Image) -> None:
     assert "Launch a Dask worker" in run(daskflow_image, "dask-worker", "--help")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 # The image's Python is Debian's 3.11.2 and the host's may be another 3.11.x: Dask warns about
 # any Python difference; the minor version, which matters, is asserted above.
 @pytest.mark.filterwarnings("ignore:Mismatched versions found")
@@ -150,7 +144,7 @@ def test_dask_cluster_from_image_runs_host_job(
 ) -> None:
     """A scheduler and a worker, each in its own container of the image, on the host's
     loopback (host network: nothing leaves the machine), take work from the host's client."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     hardened = ("--network", "host", "--read-only", "--tmpfs", "/tmp", "--user", str(UID))
     containers.start(

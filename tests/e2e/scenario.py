@@ -23,9 +23,9 @@ from typing import Any, Self
 import yaml
 from tests.argocd.lua import INTERPRETERS, Health, run_health
 from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import wait_for
 
 from daskflow.kube.builders import child_name
+from harness.waiting import wait_for
 
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 COMPONENTS = ("runner", "scheduler", "worker")
@@ -64,7 +64,7 @@ class Kubectl:
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
     """Poll ``predicate`` every POLL seconds until it returns something truthy."""
-    return wait_for(predicate, timeout, what, POLL)
+    return wait_for(predicate, timeout, what, interval=POLL)
 
 
 def pod_running(pod: dict[str, Any]) -> bool:

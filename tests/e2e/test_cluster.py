@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import secrets
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from tests.e2e.conftest import RealCluster, cluster_sh
 from tests.e2e.host import CLUSTER_DIR
+
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -59,16 +60,6 @@ def kubectl_json(cluster: RealCluster, *args: str) -> Any:
     return json.loads(proc.stdout)
 
 
-def wait_for(what: str, check: Any, timeout: float = 180) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(1)
-    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-
-
 @pytest.fixture(scope="module")
 def probe(cluster: RealCluster, e2e_image: str) -> Iterator[tuple[str, str]]:
     """A Running pod from the project's image running PROBE: (namespace, name)."""
@@ -99,7 +90,7 @@ def probe(cluster: RealCluster, e2e_image: str) -> Iterator[tuple[str, str]]:
                 raise AssertionError(f"probe pod ended: {json.dumps(status)[:2000]}")
             return bool(status.get("phase") == "Running")
 
-        wait_for("the probe pod to run", running)
+        wait_for(running, 180, "the probe pod to run", interval=1)
         yield namespace, name
     finally:
         cluster.kubectl("delete", "namespace", namespace, "--wait=false")
@@ -127,7 +118,7 @@ def test_a_pod_from_a_loaded_image_resolves_and_reaches_the_api_server(
         logs = cluster.kubectl("logs", name, "-n", namespace).stdout.strip()
         return json.loads(logs.splitlines()[-1]) if logs else None
 
-    seen = wait_for("the probe's line in `kubectl logs`", printed, timeout=60)
+    seen = wait_for(printed, 60, "the probe's line in `kubectl logs`", interval=1)
     assert seen == {"ip": service_ip, "version": server_version}
 
 

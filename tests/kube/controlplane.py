@@ -17,15 +17,10 @@ returns an :class:`ExternalCluster` that uses that kubeconfig's current context.
 from __future__ import annotations
 
 import base64
-import contextlib
-import ctypes
 import datetime
-import functools
 import ipaddress
 import os
 import shutil
-import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -35,7 +30,7 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import Any, Self
 
 import yaml
 from cryptography import x509
@@ -45,6 +40,9 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
+
+from harness.processes import Supervised, free_port
+from harness.waiting import WaitTimeout, wait_for
 
 KUBE_VERSION = "v1.36.3"
 """The Kubernetes version hack/build-testenv.sh builds."""
@@ -201,94 +199,25 @@ class _CertificateAuthority:
 # ------------------------------------------------------------------- processes
 
 
-def _free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (racy, like envtest's addr.Suggest)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-_PR_SET_PDEATHSIG = 1
-_libc: Any = None
-with contextlib.suppress(OSError):
-    _libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _die_with_parent(parent: int) -> None:  # runs in the child, between fork and exec
-    # SIGKILL the child when the thread that started it dies, so a crashed or
-    # killed test session leaves no etcd or apiserver behind.
-    if _libc is not None:
-        _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    # The parent may already have died between fork and prctl.
-    if os.getppid() != parent:
-        os._exit(1)
-
-
-class _Process:
-    """A child process whose output goes to a log file."""
-
-    def __init__(self, name: str, argv: Sequence[str], log_path: Path) -> None:
-        self.name = name
-        self.argv = list(argv)
-        self.log_path = log_path
-        self._log: IO[bytes] = open(log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.popen = subprocess.Popen(
-            self.argv,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            # Own process group: a Ctrl-C in the terminal reaches pytest, which
-            # then stops us in order, instead of killing etcd under the apiserver.
-            start_new_session=True,
-            preexec_fn=functools.partial(_die_with_parent, os.getpid()),
-        )
-
-    def running(self) -> bool:
-        return self.popen.poll() is None
-
-    def log_tail(self, lines: int = 40) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def stop(self, timeout: float = 15.0) -> None:
-        if self.running():
-            self.popen.send_signal(signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.popen.pid, signal.SIGKILL)
-                self.popen.wait()
-        # Anything the process itself started shares its process group.
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.popen.pid, signal.SIGKILL)
-        self._log.close()
-
-
 def _poll(
-    what: str, check: Any, deadline: float, processes: Sequence[_Process], interval: float = 0.1
+    what: str, check: Any, deadline: float, processes: Sequence[Supervised], interval: float = 0.1
 ) -> None:
     """Call ``check()`` until it returns true; fail early if a process exits."""
-    last_error = ""
-    while True:
+
+    def step() -> Any:
         for proc in processes:
             if not proc.running():
                 raise ControlPlaneError(
-                    f"{proc.name} exited with code {proc.popen.returncode} while waiting "
+                    f"{proc.name} exited with code {proc.returncode} while waiting "
                     f"for {what}; its log ({proc.log_path}) ends with:\n{proc.log_tail()}"
                 )
-        try:
-            if check():
-                return
-        except (OSError, urllib.error.URLError, ssl.SSLError) as exc:
-            last_error = str(exc)
-        if time.monotonic() > deadline:
-            logs = "\n".join(f"--- {p.name}:\n{p.log_tail()}" for p in processes)
-            raise ControlPlaneError(f"timed out waiting for {what} ({last_error})\n{logs}")
-        time.sleep(interval)
+        return check()
+
+    try:
+        wait_for(step, deadline - time.monotonic(), what, interval=interval, ignore=(OSError,))
+    except WaitTimeout as exc:
+        logs = "\n".join(f"--- {p.name}:\n{p.log_tail()}" for p in processes)
+        raise ControlPlaneError(f"{exc}\n{logs}") from None
 
 
 # ----------------------------------------------------------------- kubeconfigs
@@ -481,7 +410,7 @@ class ControlPlane(KubeCluster):
         self.apiserver_path = find_binary("kube-apiserver")
         self.kubectl_path = find_binary("kubectl")
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        self._processes: list[_Process] = []
+        self._processes: list[Supervised] = []
         self.server = ""
         self.etcd_url = ""
         self.startup_seconds: float | None = None
@@ -507,6 +436,10 @@ class ControlPlane(KubeCluster):
             self.stop()
             raise
         self.startup_seconds = time.monotonic() - began
+
+    def pids(self) -> dict[str, int]:
+        """The process id of each server it started (etcd, kube-apiserver)."""
+        return {proc.name: proc.pid for proc in self._processes}
 
     def stop(self) -> None:
         # The apiserver first: it keeps retrying etcd while it shuts down.
@@ -557,7 +490,7 @@ class ControlPlane(KubeCluster):
         return paths
 
     def _start_etcd(self, work: Path, deadline: float) -> None:
-        client_port, peer_port = _free_port(), _free_port()
+        client_port, peer_port = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
         argv = [
@@ -575,7 +508,7 @@ class ControlPlane(KubeCluster):
             "--quota-backend-bytes=2147483648",
             "--log-level=warn",
         ]
-        proc = _Process("etcd", argv, work / "etcd.log")
+        proc = Supervised(argv, work / "etcd.log", name="etcd", die_with_parent=True)
         self._processes.append(proc)
 
         def healthy() -> bool:
@@ -585,7 +518,7 @@ class ControlPlane(KubeCluster):
         _poll("etcd /health", healthy, deadline, [proc])
 
     def _start_apiserver(self, work: Path, pki: dict[str, Path], deadline: float) -> None:
-        port = _free_port()
+        port = free_port()
         self.server = f"https://127.0.0.1:{port}"
         argv = [
             str(self.apiserver_path),
@@ -608,7 +541,9 @@ class ControlPlane(KubeCluster):
             "--disable-admission-plugins=ServiceAccount",
             f"--v={self.verbosity}",
         ]
-        proc = _Process("kube-apiserver", argv, work / "kube-apiserver.log")
+        proc = Supervised(
+            argv, work / "kube-apiserver.log", name="kube-apiserver", die_with_parent=True
+        )
         self._processes.append(proc)
 
         _write_kubeconfig(

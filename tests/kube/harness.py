@@ -5,36 +5,26 @@ that is bound to exactly the rules in ``charts/daskflow/files/rbac/``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from harness.processes import Supervised, free_port
+from harness.waiting import wait_for
 from tests.kube.controlplane import KubeCluster
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
 RBAC = ROOT / "charts" / "daskflow" / "files" / "rbac"
 DASKFLOW = str(Path(sys.executable).with_name("daskflow"))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def rules(name: str) -> list[dict[str, Any]]:
@@ -108,22 +98,6 @@ def get_flowrun(kube: KubeCluster, namespace: str, name: str) -> dict[str, Any] 
     return obj
 
 
-def wait_for(
-    predicate: Callable[[], Any],
-    timeout: float = 60.0,
-    what: str = "condition",
-    interval: float = 0.3,
-) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:g}s waiting for {what}; last: {last!r}")
-
-
 def wait_for_phase(
     kube: KubeCluster,
     namespace: str,
@@ -174,7 +148,7 @@ class OperatorProcess:
         self.kubeconfig = kubeconfig
         self.args = args
         self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Supervised | None = None
 
     @property
     def metrics_url(self) -> str:
@@ -195,16 +169,13 @@ class OperatorProcess:
             "--bind-address",
             "127.0.0.1",
         ]
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.proc = Supervised(argv, self.log_path, name="daskflow operator", env=env)
         if wait:
             wait_for(self.ready, 60, "the operator to be ready")
 
     def readyz(self) -> tuple[int, str] | None:
         """``/readyz``'s HTTP status and body; None while nothing listens."""
-        if self.proc is not None and self.proc.poll() is not None:
+        if self.proc is not None and not self.proc.running():
             raise AssertionError(f"operator exited {self.proc.returncode}:\n{self.log_tail()}")
         try:
             with urllib.request.urlopen(
@@ -229,22 +200,14 @@ class OperatorProcess:
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
     def kill(self) -> None:
-        """SIGKILL the whole process group: no cleanup of any kind runs."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        """SIGKILL the whole process tree: no cleanup of any kind runs."""
+        if self.proc is not None:
+            self.proc.kill()
 
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        """SIGTERM, then whatever the operator started (LocalCluster workers) dies with it."""
         if self.proc is not None:
-            # Whatever the operator started (LocalCluster workers) dies with its group.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.stop(grace=40)
 
 
 def prepare_operator_account(

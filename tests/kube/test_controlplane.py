@@ -197,7 +197,7 @@ _CHILD = textwrap.dedent(
 
     cp = ControlPlane()
     cp.start()
-    pids = [p.popen.pid for p in cp._processes]
+    pids = list(cp.pids().values())
     print(json.dumps({"pids": pids, "dir": str(cp.work_dir)}), flush=True)
     if sys.argv[1] == "stop":
         cp.stop()

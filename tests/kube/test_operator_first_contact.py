@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.waiting import wait_for
 from tests.kube.controlplane import ENV_KUBECONFIG, ControlPlane, ControlPlaneError, KubeCluster
 from tests.kube.harness import (
     CRDS,
@@ -27,7 +28,6 @@ from tests.kube.harness import (
     get_flowrun,
     rules,
     wait_established,
-    wait_for,
     wait_for_phase,
 )
 from tests.kube.test_operator_inprocess import events, flowrun

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.waiting import wait_for
 from tests.kube.controlplane import KubeCluster
 from tests.kube.harness import (
     ROOT,
@@ -24,7 +25,6 @@ from tests.kube.harness import (
     operator_running,
     prepare_operator_account,
     request_cancel,
-    wait_for,
     wait_for_phase,
     wait_for_task_state,
 )

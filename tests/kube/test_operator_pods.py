@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +17,8 @@ from typing import Any
 
 import pytest
 
+from harness.processes import Supervised
+from harness.waiting import wait_for
 from tests.kube.controlplane import KubeCluster
 from tests.kube.harness import (
     DASKFLOW,
@@ -29,7 +29,6 @@ from tests.kube.harness import (
     operator_running,
     prepare_operator_account,
     request_cancel,
-    wait_for,
     wait_for_phase,
     wait_for_task_state,
 )
@@ -78,12 +77,12 @@ def runner_process(
     *extra: str,
     account: str = "daskflow-runner",
     prefix: tuple[str, ...] = (),
-) -> subprocess.Popen[bytes]:
+) -> Supervised:
     """``daskflow runner`` as the account (``prefix``: a command to run it under)."""
     kubeconfig = kube.service_account_kubeconfig(namespace, account)
     bind_rules(kube, namespace, account, "runner-rules")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
-    return subprocess.Popen(
+    return Supervised(
         [
             *prefix,
             DASKFLOW,
@@ -96,10 +95,9 @@ def runner_process(
             "0.5",
             *extra,
         ],
+        kube.work_dir / f"runner-{namespace}.log",
+        name="daskflow runner",
         env=env,
-        start_new_session=True,
-        stdout=(kube.work_dir / f"runner-{namespace}.log").open("ab"),
-        stderr=subprocess.STDOUT,
     )
 
 
@@ -293,36 +291,16 @@ def dask_cluster(tmp_path: Path) -> Iterator[str]:
     """A Dask scheduler and worker as plain processes: the 'remote' cluster of a run."""
     address_file = tmp_path / "scheduler.json"
     bindir = Path(sys.executable).parent
-    scheduler = subprocess.Popen(
-        [
-            str(bindir / "dask"),
-            "scheduler",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--no-dashboard",
-            "--scheduler-file",
-            str(address_file),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    wait_for(address_file.exists, 60, "the scheduler")
-    address = json.loads(address_file.read_text())["address"]
-    worker = subprocess.Popen(
-        [str(bindir / "dask"), "worker", address, "--nthreads", "2", "--no-dashboard"],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        yield address
-    finally:
-        for proc in (worker, scheduler):
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    scheduler_argv = [
+        *(str(bindir / "dask"), "scheduler", "--host", "127.0.0.1", "--port", "0"),
+        *("--no-dashboard", "--scheduler-file", str(address_file)),
+    ]
+    with Supervised(scheduler_argv, name="dask scheduler"):
+        wait_for(address_file.exists, 60, "the scheduler")
+        address = json.loads(address_file.read_text())["address"]
+        worker_argv = [str(bindir / "dask"), "worker", address, "--nthreads", "2", "--no-dashboard"]
+        with Supervised(worker_argv, name="dask worker"):
+            yield address
 
 
 def test_lost_runner_is_replaced_without_rerunning_finished_tasks(
@@ -357,8 +335,7 @@ def test_lost_runner_is_replaced_without_rerunning_finished_tasks(
         first = runner_process(crds, namespace, "reattach")
         wait_for_task_state(crds, namespace, "reattach", "wait", "Running", 90)
         # When the runner pod is lost (SIGKILL: nothing is cleaned up)
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait(10)
+        first.kill()
         gate.touch()
         # And the Job's next pod starts a new runner
         second = runner_process(crds, namespace, "reattach")

@@ -8,15 +8,16 @@ object level: no kubelet runs, so pod statuses are written the way a kubelet wri
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 
+from harness.processes import Supervised, free_port
+from harness.waiting import wait_for
 from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import apply, free_port, operator_running, wait_for, wait_for_phase
+from tests.kube.harness import apply, operator_running, wait_for_phase
 from tests.kube.test_operator_inprocess import flowrun
 from tests.kube.test_operator_pods import children, crds, get, runner_process
 
@@ -119,12 +120,7 @@ def test_the_runner_waits_for_a_scheduler_that_starts_late(
         runner = runner_process(crds, namespace, "late-scheduler")
         time.sleep(8)  # the scheduler starts well after Dask's connect timeout
         cluster = [
-            subprocess.Popen(
-                [str(bindir / "dask"), *args],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
+            Supervised([str(bindir / "dask"), *args], name=f"dask {args[0]}")
             for args in (
                 ["scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
                 ["worker", address, "--nthreads", "1", "--no-dashboard"],
@@ -135,6 +131,5 @@ def test_the_runner_waits_for_a_scheduler_that_starts_late(
             status = wait_for_phase(crds, namespace, "late-scheduler")["status"]
         finally:
             for proc in cluster:
-                proc.kill()
-                proc.wait(10)
+                proc.stop()
     assert status["phase"] == "Succeeded", status

@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import signal
-import subprocess
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,7 +21,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.harness import free_port
+from harness.processes import Supervised, free_port
+from harness.waiting import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART_FILES = ROOT / "charts" / "daskflow" / "files"
@@ -92,7 +89,7 @@ class PrometheusServer:
                 for job, target in scrape_targets.items()
             ],
         }
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Supervised | None = None
         self.log_path = work_dir / "prometheus.log"
 
     def start(self) -> None:
@@ -107,39 +104,19 @@ class PrometheusServer:
             "--storage.tsdb.retention.time=1d",
             "--log.level=warn",
         ]
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                argv,
-                cwd=self.work_dir,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(
-                    f"prometheus exited {self.proc.returncode}:\n"
-                    f"{self.log_path.read_text(errors='replace')}"
-                )
-            try:
-                with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as rsp:
-                    if rsp.status == 200:
-                        return
-            except (urllib.error.URLError, ConnectionError, OSError):
-                pass
-            time.sleep(0.3)
-        raise AssertionError("prometheus did not become ready within 60s")
+        proc = self.proc = Supervised(argv, self.log_path, name="prometheus", cwd=self.work_dir)
+
+        def ready() -> bool:
+            if not proc.running():
+                raise AssertionError(f"prometheus exited {proc.returncode}:\n{proc.log_tail()}")
+            with urllib.request.urlopen(f"{self.url}/-/ready", timeout=2) as rsp:
+                return bool(rsp.status == 200)
+
+        wait_for(ready, 60, "prometheus to be ready", interval=0.3, ignore=(OSError,))
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        if self.proc is not None:
+            self.proc.stop(grace=20)
 
     def api(self, path: str, **params: str) -> Any:
         url = f"{self.url}/api/v1/{path}"
@@ -176,14 +153,13 @@ class PrometheusServer:
 
     def wait_for(self, promql: str, timeout: float = 60.0) -> list[dict[str, Any]]:
         """Until ``promql`` returns at least one sample with a finite value."""
-        deadline = time.monotonic() + timeout
-        last: list[dict[str, Any]] = []
-        while time.monotonic() < deadline:
-            last = self.query(promql)
-            if any(math.isfinite(float(s["value"][1])) for s in last):
-                return last
-            time.sleep(0.5)
-        raise AssertionError(f"timed out after {timeout:g}s waiting for {promql!r}: {last}")
+
+        def samples() -> list[dict[str, Any]]:
+            found = self.query(promql)
+            return found if any(math.isfinite(float(x["value"][1])) for x in found) else []
+
+        found: list[dict[str, Any]] = wait_for(samples, timeout, repr(promql), interval=0.5)
+        return found
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from daskflow.kube.metrics import FlowRunMetrics
+from harness.waiting import wait_for
 from tests.kube.controlplane import KubeCluster
 from tests.kube.harness import (
     ROOT,
@@ -38,7 +39,6 @@ from tests.kube.harness import (
     get_flowrun,
     install_crds,
     operator_running,
-    wait_for,
     wait_for_phase,
 )
 from tests.observability.conftest import ALERT_RULES, DASHBOARDS, OPERATOR_JOB, PrometheusServer
