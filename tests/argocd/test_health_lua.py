@@ -263,7 +263,7 @@ CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str | None]] = {
 }
 
 
-@pytest.fixture(params=INTERPRETERS)
+@pytest.fixture(params=[pytest.param(name, marks=pytest.mark.tools(name)) for name in INTERPRETERS])
 def lua(request: pytest.FixtureRequest) -> str:
     name: str = request.param
     return name

@@ -2,8 +2,8 @@
 and a throwaway Prometheus server on loopback.
 
 The binaries come from ``hack/install-test-deps.d/40-prometheus.sh``. A test that needs one
-fails (it does not skip) when it is missing, so CI can never pass without running it.
-Tests that use these fixtures get the ``prometheus`` marker.
+fails when it is missing, so CI can never pass without running it; tests that use these
+fixtures get the ``tools`` marker, so ``make unit`` skips them instead.
 """
 
 from __future__ import annotations
@@ -30,20 +30,23 @@ DASHBOARDS = CHART_FILES / "dashboards"
 ALERT_RULES = CHART_FILES / "alerts" / "daskflow-rules.yaml"
 OPERATOR_JOB = "daskflow-operator"  # the job label the dashboard and alerts expect
 
-_PROM_FIXTURES = frozenset({"prometheus_bin", "promtool_bin", "prometheus_server"})
+_PROGRAM_OF_FIXTURE = {
+    "prometheus_bin": "prometheus",
+    "promtool_bin": "promtool",
+    "prometheus_server": "prometheus",
+}
 INSTALL_HINT = "install it with `bash hack/install-test-deps.d/40-prometheus.sh`"
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "prometheus: needs Debian's prometheus/promtool binaries (fails if missing)"
-    )
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if _PROM_FIXTURES.intersection(getattr(item, "fixturenames", ())):
-            item.add_marker(pytest.mark.prometheus)
+        programs = {
+            program
+            for fixture, program in _PROGRAM_OF_FIXTURE.items()
+            if fixture in getattr(item, "fixturenames", ())
+        }
+        if programs:
+            item.add_marker(pytest.mark.tools(*sorted(programs)))
 
 
 def _binary(name: str) -> str:
