@@ -308,6 +308,12 @@ class _AnyParams(dict[str, Any]):
 def load_flowrun(path: str | Path, overrides: Mapping[str, Any] | None = None) -> FlowRun:
     """Read one FlowRun from a YAML or JSON file; ``overrides`` replace parameters, each of
     which the manifest must declare (a misspelt ``--set`` name is an error)."""
+    return parse_flowrun(load_manifest(path, overrides), str(path))
+
+
+def load_manifest(path: str | Path, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The manifest of a file as read, with ``overrides`` in ``spec.parameters`` (checked
+    as :func:`load_flowrun` says, the rest unchecked: see :func:`parse_flowrun`)."""
     source = str(path)
     try:
         raw = read_manifest(path)
@@ -326,4 +332,4 @@ def load_flowrun(path: str | Path, overrides: Mapping[str, Any] | None = None) -
         if unknown:
             raise ManifestError(unknown, "command line")
         spec["parameters"] = {**declared, **overrides}
-    return parse_flowrun(raw, source)
+    return raw
