@@ -168,6 +168,51 @@ def test_deadline_fails_the_run(crds: KubeCluster, namespace: str) -> None:
     assert status["tasks"]["slow"]["state"] == "Cancelled"
 
 
+def dask_object(kube: KubeCluster, plural: str, namespace: str, name: str) -> Any:
+    """A dask-kubernetes object (``plural``: daskclusters, daskautoscalers), or None."""
+    result = kube.kubectl(
+        "get", f"{plural}.kubernetes.dask.org", name, "-n", namespace, "-o", "json"
+    )
+    return json.loads(result.stdout) if result.returncode == 0 else None
+
+
+def test_adaptive_cluster_gets_its_autoscaler_and_a_start_timeout(
+    crds: KubeCluster, namespace: str
+) -> None:
+    """In-process mode used to create a DaskCluster of adaptive.minimum (0) workers and no
+    DaskAutoscaler, so the run waited for workers that never came, and it never enforced
+    the cluster start timeout. No dask-kubernetes controller runs here: the cluster never
+    starts, and the run must end with that reason."""
+    hello = [{"name": "hi", "command": ["echo", "hi"]}]
+    cluster = {"adaptive": {"maximum": 3}, "startupTimeoutSeconds": 3}
+    with operator_running(crds, namespace, backend="kubernetes"):
+        apply(crds, flowrun("elastic", hello, cluster=cluster), namespace)
+        name = wait_for(
+            lambda: (
+                ((get_flowrun(crds, namespace, "elastic") or {}).get("status") or {})
+                .get("runner", {})
+                .get("cluster")
+            ),
+            30,
+            "the DaskCluster to be recorded in status",
+        )
+        scaler = wait_for(
+            lambda: dask_object(crds, "daskautoscalers", namespace, name), 30, "the DaskAutoscaler"
+        )
+        status = wait_for_phase(crds, namespace, "elastic", timeout=60)["status"]
+        for plural in ("daskautoscalers", "daskclusters"):
+            wait_for(
+                lambda p=plural: dask_object(crds, p, namespace, name) is None,  # type: ignore[misc]
+                30,
+                f"the run's {plural} to be deleted",
+            )
+    assert scaler["spec"] == {"cluster": name, "minimum": 0, "maximum": 3}
+    assert scaler["metadata"]["ownerReferences"][0]["name"] == "elastic"
+    assert status["runner"]["mode"] == "in-process"
+    assert (status["phase"], status["reason"]) == ("Failed", "ClusterStartTimeout")
+    assert status["tasks"]["hi"]["state"] == "Cancelled"
+
+
 def test_ttl_deletes_finished_flowruns(crds: KubeCluster, namespace: str) -> None:
     with operator_running(crds, namespace):
         apply(

@@ -15,7 +15,6 @@ from daskflow.kube.builders import (
     build_runner_job,
     child_name,
     is_owned_by,
-    resolve_backend,
     service_account_problem,
 )
 from daskflow.kube.metrics import FlowRunMetrics
@@ -77,7 +76,8 @@ def test_dask_cluster_spec_is_owned_labelled_and_restricted() -> None:
     assert worker["spec"]["securityContext"]["runAsNonRoot"] is True
     service = spec["spec"]["scheduler"]["service"]
     assert service["selector"]["dask.org/cluster-name"] == meta["name"]
-    assert is_owned_by(spec, f)
+    assert is_owned_by(spec, UID)
+    assert not is_owned_by(spec, UID.replace("0f", "1f"))
 
 
 def test_adaptive_clusters_start_at_minimum_with_an_autoscaler() -> None:
@@ -113,27 +113,26 @@ def test_only_allowed_service_accounts_are_used() -> None:
 
 
 def test_backend_resolution() -> None:
-    assert resolve_backend(flow(), OperatorDefaults(backend="local")) == "local"
-    assert (
-        resolve_backend(flow(cluster={"backend": "kubernetes"}), OperatorDefaults(backend="local"))
-        == "kubernetes"
+    assert flow().spec.cluster.resolved_backend("local") == "local"
+    assert flow(cluster={"backend": "kubernetes"}).spec.cluster.resolved_backend("local") == (
+        "kubernetes"
     )
-    assert resolve_backend(flow(cluster={"address": "tcp://x:1"}), OperatorDefaults()) == "address"
+    assert flow(cluster={"address": "tcp://x:1"}).spec.cluster.resolved_backend("kubernetes") == (
+        "address"
+    )
 
 
 def test_runner_target_prefers_settings_then_status_then_spec() -> None:
-    body = {
-        "metadata": {"namespace": "ns"},
-        "spec": {"cluster": {"backend": "address", "address": "tcp://a:1"}},
-        "status": {"runner": {"backend": "kubernetes", "cluster": "c-1"}},
-    }
-    assert resolve_target(body, RunnerSettings()) == (
+    f = flow(cluster={"backend": "address", "address": "tcp://a:1"})
+    recorded = {"backend": "kubernetes", "cluster": "c-1"}
+    assert resolve_target(f, recorded, RunnerSettings()) == (
         "kubernetes",
-        "tcp://c-1-scheduler.ns.svc:8786",
+        "tcp://c-1-scheduler.data.svc:8786",
     )
-    assert resolve_target(body, RunnerSettings(backend="local")) == ("local", None)
-    del body["status"]
-    assert resolve_target(body, RunnerSettings()) == ("address", "tcp://a:1")
+    assert resolve_target(f, recorded, RunnerSettings(backend="local")) == ("local", None)
+    assert resolve_target(f, {}, RunnerSettings()) == ("address", "tcp://a:1")
+    # A runner started by hand, with nothing recorded and nothing in the spec: local
+    assert resolve_target(flow(), {}, RunnerSettings()) == ("local", None)
 
 
 def test_merge_diff_sends_only_what_changed() -> None:
@@ -287,12 +286,18 @@ def test_metrics_after_a_restart_do_not_count_history_again() -> None:
     assert _value(m, "daskflow_task_runs_total", namespace="ns", state="Failed") == 0
 
 
-def test_overdue_runs_are_counted() -> None:
-    m = FlowRunMetrics()
-    start = (datetime.now(UTC) - timedelta(minutes=5)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    body = _body("u", {"phase": "Running", "startTime": start})
+def test_overdue_runs_are_counted_as_time_passes() -> None:
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    now = [start.timestamp()]
+    m = FlowRunMetrics(clock=lambda: now[0])
+    body = _body("u", {"phase": "Running", "startTime": start.strftime("%Y-%m-%dT%H:%M:%SZ")})
     body["spec"]["deadlineSeconds"] = 60
     m.observe(body)
+    now[0] += 60
+    m.tick()
+    assert _value(m, "daskflow_flowruns_overdue", namespace="ns") == 0  # not yet
+    now[0] += 1
+    m.tick()  # no event: time alone makes the run overdue
     assert _value(m, "daskflow_flowruns_overdue", namespace="ns") == 1
     m.forget(body)
     assert _value(m, "daskflow_flowruns_overdue", namespace="ns") == 0

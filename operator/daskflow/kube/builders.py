@@ -80,10 +80,11 @@ def child_metadata(flow: FlowRun, name: str, labels: dict[str, str]) -> dict[str
     }
 
 
-def is_owned_by(obj: dict[str, Any], flow: FlowRun) -> bool:
-    """Whether an existing object is this FlowRun's child (adopt it) or a stranger's."""
-    refs = obj.get("metadata", {}).get("ownerReferences") or []
-    return any(r.get("uid") == flow.metadata.uid for r in refs)
+def is_owned_by(obj: dict[str, Any], uid: str) -> bool:
+    """Whether an existing object is the child of the FlowRun with this uid (adopt it, or
+    delete it with the run) or a stranger's (leave it alone)."""
+    refs = (obj.get("metadata") or {}).get("ownerReferences") or []
+    return any(r.get("uid") == uid for r in refs)
 
 
 def restricted_security_context() -> dict[str, Any]:
@@ -120,12 +121,6 @@ def service_account_problem(flow: FlowRun, defaults: OperatorDefaults) -> str | 
         + (f" and {', '.join(repr(a) for a in allowed)}" if allowed else "")
         + " (operator flag --allow-service-account)"
     )
-
-
-def resolve_backend(flow: FlowRun, defaults: OperatorDefaults) -> str:
-    if flow.spec.cluster.address and not flow.spec.cluster.backend:
-        return "address"
-    return flow.spec.cluster.backend or defaults.backend
 
 
 def scheduler_address(cluster_name: str, namespace: str) -> str:

@@ -8,6 +8,8 @@ backend, never a FlowRun's name or uid.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,12 +23,14 @@ from prometheus_client import (
     Histogram,
 )
 
+from ..model.spec import ClusterSpec
 from ..model.states import Phase, TaskState
 from ..model.status import parse_time
 
 DURATION_BUCKETS = (1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400)
 TASK_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 STARTUP_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
+DEFAULT_WORKERS = ClusterSpec().workers  # what a spec without cluster.workers asks for
 ERROR_REASONS = ("api", "cluster", "runner", "internal")
 BACKENDS = ("kubernetes", "local", "address")
 # Runs ended by the operator itself, by why: infrastructure, not the user's tasks.
@@ -39,7 +43,12 @@ ENDED_BY_REASON = {
 
 
 class FlowRunMetrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    """``clock``: the time in seconds since the epoch, which decides what is overdue."""
+
+    def __init__(
+        self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.clock = clock
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.flowruns_total = Counter(
@@ -203,7 +212,7 @@ class FlowRunMetrics:
             self._live.pop(uid, None)
         else:
             cluster = spec.get("cluster") or {}
-            workers = int(cluster.get("workers", 2))
+            workers = int(cluster.get("workers", DEFAULT_WORKERS))
             deadline = None
             since = status.get("startTime") or meta.get("creationTimestamp")
             if spec.get("deadlineSeconds") and since:
@@ -217,10 +226,8 @@ class FlowRunMetrics:
         self._live.pop(uid, None)
         self._refresh_gauges()
 
-    def _refresh_gauges(self, now: float | None = None) -> None:
-        import time
-
-        now = time.time() if now is None else now
+    def _refresh_gauges(self) -> None:
+        now = self.clock()
         running: dict[str, int] = {}
         workers: dict[str, int] = {}
         overdue: dict[str, int] = {}

@@ -1,10 +1,11 @@
 """The kopf operator: one daemon per FlowRun, supervising it from start to TTL.
 
-In the default ``pod`` mode the operator never connects to a user's Dask cluster: it
-creates the run's DaskCluster and runner Job (named after the FlowRun's name and uid,
-adopted if they already exist and are ours), enforces cancel, deadline, cluster start
-timeout and TTL, and cleans up. The runner pod executes the graph and writes status.
-In ``in-process`` mode the daemon drives the engine itself through the very same
+The daemon only fetches and carries out: what to do is decided by
+:func:`daskflow.kube.supervision.decide`, the same way in both runner modes. In the default
+``pod`` mode the operator never connects to a user's Dask cluster: it creates the run's
+DaskCluster and runner Job (named after the FlowRun's name and uid, adopted if they already
+exist and are ours), and the runner pod executes the graph and writes status. In
+``in-process`` mode the daemon drives the engine itself through the very same
 :func:`~daskflow.kube.runner.drive_flowrun`, which is for development, tests and trusted
 single-tenant installs only.
 """
@@ -23,13 +24,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from kubernetes.client.exceptions import ApiException
 from prometheus_client import start_http_server
 
 from ..model.spec import API_GROUP, API_VERSION, PLURAL
 from ..model.states import Phase
-from ..model.status import end_run, parse_time
-from ..model.validate import ManifestError, parse_flowrun
+from ..model.status import end_run
 from .api import (
     DASKAUTOSCALERS,
     DASKCLUSTERS,
@@ -37,39 +36,45 @@ from .api import (
     JOBS,
     KIND_RESOURCES,
     KubeApi,
+    KubeApiError,
     load_api_client,
 )
-from .builders import (
-    LABEL_UID,
-    OperatorDefaults,
-    build_dask_autoscaler_spec,
-    build_dask_cluster_spec,
-    build_runner_job,
-    child_name,
-    resolve_backend,
-    scheduler_address,
-    service_account_problem,
-)
+from .builders import LABEL_UID, OperatorDefaults, child_name, is_owned_by
 from .metrics import FlowRunMetrics
 from .pods import ImagePullWatch
 from .readiness import DASK_KUBERNETES, DaskKubernetesMissing, Preflight, serve_health
-from .runner import RunnerSettings, _manifest, drive_flowrun
+from .runner import RunnerSettings, drive_flowrun
 from .status import RunEndedElsewhere, StatusWriter
+from .supervision import (
+    IN_PROCESS,
+    POD,
+    Action,
+    Adopt,
+    DeleteChildren,
+    DeleteFlowRun,
+    Done,
+    End,
+    StartRunner,
+    WaitUntil,
+    WriteStatus,
+    decide,
+    decide_after_api_error,
+    runner_task_view,
+    setup_for,
+)
 
 log = logging.getLogger(__name__)
 
 FINALIZER = "daskflow.io/finalizer"
 SUPERVISE_INTERVAL = 1.0  # reading the live body: no API call
 CHILD_POLL_INTERVAL = 5.0  # reading the Job and the DaskCluster: one GET each
-DEADLINE_GRACE = 10.0  # the runner enforces the deadline itself; this is the backstop
-RUNNER_EXIT_GRACE = 10.0  # after a run ends, how long its runner may take to exit
 RETRY_DELAY = 5.0  # after a failed API call
-API_ERROR = "ApiError"  # the reason of a run the operator cannot start yet
+CHILD_KINDS = {"dask": (DASKAUTOSCALERS, DASKCLUSTERS), "runner": (JOBS,)}
 
 
 @dataclass
 class OperatorConfig:
-    runner: str = "pod"  # or "in-process"
+    runner: str = POD  # or IN_PROCESS
     namespaces: list[str] = field(default_factory=list)
     all_namespaces: bool = False
     defaults: OperatorDefaults = field(default_factory=OperatorDefaults)
@@ -91,17 +96,8 @@ def _task_names(body: dict[str, Any]) -> list[str]:
     return [t["name"] for t in tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
 
 
-def deadline_exceeded(snap: dict[str, Any], now: datetime) -> float | None:
-    """The run's ``deadlineSeconds`` if it passed more than the grace ago, else None.
-
-    A runner that never started (say, its image cannot be pulled) has written no startTime:
-    the deadline then counts from the FlowRun's creation.
-    """
-    deadline = (snap.get("spec") or {}).get("deadlineSeconds")
-    since = (snap.get("status") or {}).get("startTime") or snap["metadata"].get("creationTimestamp")
-    if deadline and since and (now - parse_time(since)).total_seconds() > deadline + DEADLINE_GRACE:
-        return float(deadline)
-    return None
+def _terminal(body: dict[str, Any]) -> bool:
+    return Phase((body.get("status") or {}).get("phase") or Phase.PENDING).terminal
 
 
 class ChildConflict(Exception):
@@ -109,7 +105,8 @@ class ChildConflict(Exception):
 
 
 class Supervisor:
-    """Everything the handlers share: configuration, API access and metrics."""
+    """Everything the handlers share: configuration, API access and metrics; and how each
+    action of a decision is carried out."""
 
     def __init__(self, config: OperatorConfig, api: KubeApi, metrics: FlowRunMetrics) -> None:
         self.config = config
@@ -117,273 +114,204 @@ class Supervisor:
         self.metrics = metrics
         self.started = datetime.now(UTC)
 
-    # -- children --------------------------------------------------------------------------
-    async def create_or_adopt(self, obj: dict[str, Any], flow_uid: str) -> dict[str, Any]:
+    async def create_or_adopt(self, obj: dict[str, Any], flow_uid: str) -> None:
         """Create a child; if it already exists and is ours, adopt it untouched."""
         res = KIND_RESOURCES[obj["kind"]]
         meta = obj["metadata"]
         try:
-            return await self.api.create(res, meta["namespace"], obj)
-        except ApiException as err:
+            await self.api.create(res, meta["namespace"], obj)
+            return
+        except KubeApiError as err:
             if err.status == 404 and res in DASK_KUBERNETES:  # a create's 404: no such CRD
                 raise DaskKubernetesMissing(res) from err
             if err.status != 409:
                 raise
         existing = await self.api.get(res, meta["namespace"], meta["name"])
         if existing is None:  # deleted meanwhile: try once more
-            return await self.api.create(res, meta["namespace"], obj)
-        refs = existing.get("metadata", {}).get("ownerReferences") or []
-        if not any(r.get("uid") == flow_uid for r in refs):
+            await self.api.create(res, meta["namespace"], obj)
+        elif not is_owned_by(existing, flow_uid):
             raise ChildConflict(
                 f"{obj['kind']} {meta['name']} already exists and belongs to someone else"
             )
-        return existing
 
-    async def delete_children(self, body: dict[str, Any], *, runner: bool) -> None:
+    async def delete_children(self, body: dict[str, Any], kinds: tuple[str, ...]) -> None:
+        """Delete the FlowRun's children of these kinds (see CHILD_KINDS) that are its own."""
         meta = body["metadata"]
         name = child_name(meta["name"], meta.get("uid", meta["name"]))
-        namespace = meta["namespace"]
-        for res in (DASKAUTOSCALERS, DASKCLUSTERS, *((JOBS,) if runner else ())):
-            try:
-                existing = await self.api.get(res, namespace, name)
-            except ApiException as err:
-                if err.status == 404:  # the dask-kubernetes CRDs are not installed
-                    continue
-                raise
-            if existing is not None and any(
-                r.get("uid") == meta.get("uid")
-                for r in existing["metadata"].get("ownerReferences") or []
-            ):
-                await self.api.delete(res, namespace, name)
+        for res in (res for kind in kinds for res in CHILD_KINDS[kind]):
+            existing = await self.api.get(res, meta["namespace"], name)
+            if existing is not None and is_owned_by(existing, meta.get("uid", "")):
+                await self.api.delete(res, meta["namespace"], name)
 
-    # -- ending a run by force ---------------------------------------------------------------
-    async def end(self, body: dict[str, Any], phase: Phase, reason: str, message: str) -> None:
+    async def end(self, body: dict[str, Any], end: End) -> dict[str, Any]:
+        """End the run by force; returns the status it has now."""
         writer = StatusWriter(self.api, body, "operator")
+        final = end_run(
+            body.get("status") or {}, end.phase, end.reason, end.message, _task_names(body)
+        )
         with contextlib.suppress(RunEndedElsewhere):
-            await writer.write(
-                end_run(body.get("status") or {}, phase, reason, message, _task_names(body))
-            )
-        await self.delete_children(body, runner=True)
+            await writer.write(final)
+        return writer.last
 
-    async def retrying(self, body: Any, err: ApiException) -> None:
-        """An API call failed and the daemon will try again: meanwhile the run still meets
-        its deadline, and a run without a phase gets one that says why it waits."""
-        snap = snapshot(body)
-        status = snap.get("status") or {}
-        if Phase(status.get("phase") or Phase.PENDING).terminal:
-            return
-        deadline = deadline_exceeded(snap, datetime.now(UTC))
-        if deadline is not None:
-            await self.end(
-                snap, Phase.FAILED, "DeadlineExceeded", f"deadline of {deadline:g}s exceeded"
-            )
-        elif not status.get("phase") or status.get("reason") == API_ERROR:
-            with contextlib.suppress(RunEndedElsewhere):
-                await StatusWriter(self.api, snap, "operator").write(
-                    {
-                        "phase": str(Phase.PENDING),
-                        "reason": API_ERROR,
-                        "message": f"the operator retries every {RETRY_DELAY:g}s: {err}",
-                    }
-                )
+    async def write_status(self, body: dict[str, Any], status: dict[str, Any]) -> None:
+        with contextlib.suppress(RunEndedElsewhere):
+            await StatusWriter(self.api, body, "operator").write(status)
 
-    # -- the daemon ------------------------------------------------------------------------
-    async def supervise(self, body: Any, stopped: kopf.DaemonStopped) -> None:
+    async def retrying(self, body: Any, err: Exception) -> None:
+        """After a failed API call, until the daemon tries again."""
         snap = snapshot(body)
-        status = snap.get("status") or {}
-        if not Phase(status.get("phase") or Phase.PENDING).terminal:
-            try:
-                flow = parse_flowrun(_manifest(snap), "FlowRun")
-            except ManifestError as err:
-                await self.end(snap, Phase.FAILED, "InvalidSpec", str(err))
-            else:
-                try:
-                    if self.config.runner == "in-process":
-                        await self._run_in_process(body, stopped)
-                    else:
-                        await self._run_in_pod(body, flow, stopped)
-                except ChildConflict as err:
-                    await self.end(snapshot(body), Phase.FAILED, "ChildConflict", str(err))
-                except DaskKubernetesMissing as err:
-                    await self.end(snapshot(body), Phase.FAILED, err.reason, str(err))
-        if stopped.is_set():
-            return
-        snap = snapshot(body)
-        if Phase((snap.get("status") or {}).get("phase") or Phase.PENDING).terminal:
-            # The run's status holds its outcome: nothing of it needs to keep running. The
-            # runner that ended it is let finish (its last Event) before its Job goes.
-            await self.delete_children(snap, runner=False)
-            await self._runner_exited(snap, stopped)
-            await self.delete_children(snap, runner=True)
-            await self._expire_after_ttl(body, stopped)
+        message = f"the operator retries every {RETRY_DELAY:g}s: {err}"
+        for action in decide_after_api_error(snap, datetime.now(UTC), message):
+            if isinstance(action, End):
+                await self.end(snap, action)
+            elif isinstance(action, WriteStatus):
+                await self.write_status(snap, action.status)
 
-    async def _run_in_process(self, body: Any, stopped: kopf.DaemonStopped) -> None:
+
+class FlowRunDaemon:
+    """One FlowRun's daemon: fetch, decide, carry out, until the decision says Done."""
+
+    def __init__(self, sup: Supervisor, body: Any, stopped: kopf.DaemonStopped) -> None:
+        self.sup, self.body, self.stopped = sup, body, stopped
         snap = snapshot(body)
-        meta = snap["metadata"]
-        flow = parse_flowrun(_manifest(snap), "FlowRun")
-        backend = resolve_backend(flow, self.config.defaults)
-        address = flow.spec.cluster.address
-        if backend == "kubernetes":
-            name = child_name(meta["name"], meta["uid"])
-            await self.create_or_adopt(
-                build_dask_cluster_spec(flow, self.config.defaults, name), meta["uid"]
-            )
-            address = scheduler_address(name, meta["namespace"])
-        writing = threading.Event()
-        writing.set()
-        settings = RunnerSettings(
-            backend=backend,
-            address=address,
-            status_interval=self.config.defaults.status_interval,
-            component="operator",
-            may_write=writing.is_set,
-        )
-        task = asyncio.create_task(
-            drive_flowrun(
-                self.api,
-                meta["namespace"],
-                meta["name"],
-                settings,
-                poll=lambda: snapshot(body),
-                extra_status={"runner": {"backend": backend, "mode": "in-process"}},
-            )
-        )
+        self.meta = snap["metadata"]
+        self.name = child_name(self.meta["name"], self.meta.get("uid", self.meta["name"]))
+        self.setup = setup_for(snap, sup.config.runner, sup.config.defaults)
+        self.job: dict[str, Any] | None = None
+        self.cluster: dict[str, Any] | None = None
+        self.fetch_at = 0.0  # loop time of the next fetch of the children
+        self.images = ImagePullWatch()
+        self.ended: dict[str, Any] | None = None  # the status it ended the run with
+        self.runner: asyncio.Task[Any] | None = None
+        self.writing = threading.Event()  # cleared: the in-process runner writes nothing
+        self.writing.set()
+
+    def view(self) -> dict[str, Any]:
+        """The FlowRun as it is now; an end this daemon wrote counts before kopf sees it."""
+        snap = snapshot(self.body)
+        if self.ended is not None and not _terminal(snap):
+            snap["status"] = self.ended
+        return snap
+
+    async def fetch(self, snap: dict[str, Any]) -> str | None:
+        """Refresh the runner Job and the DaskCluster (every CHILD_POLL_INTERVAL, at once
+        after a change); returns why a pod cannot pull its image, if one cannot."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self.fetch_at and not _terminal(snap):
+            return None
+        self.fetch_at = loop.time() + CHILD_POLL_INTERVAL
+        namespace = self.meta["namespace"]
+        if self.setup.mode == POD:
+            self.job = await self.sup.api.get(JOBS, namespace, self.name)
+        if self.setup.backend in ("kubernetes", ""):  # "": unknown, the spec was refused
+            self.cluster = await self.sup.api.get(DASKCLUSTERS, namespace, self.name)
+        phase = Phase((snap.get("status") or {}).get("phase") or Phase.PENDING)
+        if phase != Phase.PENDING or not self.setup.children:
+            return None  # only a run that waits for its pods looks at them
+        selector = f"{LABEL_UID}={self.meta['uid']}"
+        pods = await self.sup.api.list_pods(namespace, selector)
+        return self.images.problem(pods, loop.time())
+
+    def runner_view(self) -> dict[str, Any] | None:
+        if self.setup.mode == POD:
+            return self.job
+        if self.runner is not None and self.runner.done() and not self.runner.cancelled():
+            error = self.runner.exception()
+            if error is not None:
+                raise error
+        return runner_task_view(self.runner is not None, self.runner is None or self.runner.done())
+
+    async def run(self) -> None:
+        first = True
         try:
-            while not task.done():
-                await asyncio.wait({task}, timeout=SUPERVISE_INTERVAL)
-                reason = stopped.reason
-                if (
-                    stopped.is_set()
-                    and reason is not None
-                    and not (reason & kopf.DaemonStoppingReason.RESOURCE_DELETED)
-                ):
-                    # The operator is exiting: leave the run as it is, for a successor.
-                    writing.clear()
-                    task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            while not self.stopped.is_set():
+                snap = self.view()
+                image_problem = await self.fetch(snap)
+                now = datetime.now(UTC)
+                actions = decide(
+                    snap,
+                    self.runner_view(),
+                    self.cluster,
+                    now,
+                    self.setup,
+                    image_problem=image_problem,
+                )
+                if first:  # what a successor found, for whoever reads the log
+                    what = ", ".join(type(a).__name__ for a in actions) or "nothing to do"
+                    log.info("%s/%s: supervising: %s", self.meta["namespace"], self.meta["name"], what)
+                    first = False
+                wait = SUPERVISE_INTERVAL
+                for action in actions:
+                    if isinstance(action, Done):
+                        return
+                    if isinstance(action, WaitUntil):
+                        wait = max((action.when - now).total_seconds(), 0.0)
+                    elif not await self.carry_out(action, snap):
+                        break
+                await self.stopped.wait(wait)
+            await self.runner_finishes()
         finally:
-            if not task.done():
-                writing.clear()
-                task.cancel()
+            if self.runner is not None and not self.runner.done():
+                self.writing.clear()  # the operator is exiting: leave the run to a successor
+                self.runner.cancel()
 
-    async def _run_in_pod(self, body: Any, flow: Any, stopped: kopf.DaemonStopped) -> None:
-        snap = snapshot(body)
-        meta = snap["metadata"]
-        defaults = self.config.defaults
-        backend = resolve_backend(flow, defaults)
-        name = child_name(meta["name"], meta["uid"])
-        problem = service_account_problem(flow, defaults)
-        if problem is not None:
-            await self.end(snap, Phase.FAILED, "ServiceAccountNotAllowed", problem)
+    async def carry_out(self, action: Action, snap: dict[str, Any]) -> bool:
+        """Carry out one action; False: the run ended meanwhile, skip the rest."""
+        meta, sup = self.meta, self.sup
+        self.fetch_at = 0.0  # whatever it changed, look again
+        if isinstance(action, Adopt):
+            for child in action.children:
+                try:
+                    await sup.create_or_adopt(child, meta["uid"])
+                except (ChildConflict, DaskKubernetesMissing) as err:
+                    reason = "ChildConflict" if isinstance(err, ChildConflict) else err.reason
+                    self.ended = await sup.end(snap, End(Phase.FAILED, reason, str(err)))
+                    return False
+        elif isinstance(action, WriteStatus):
+            await sup.write_status(snap, action.status)
+        elif isinstance(action, End):
+            log.info(
+                "%s/%s: %s: %s", meta["namespace"], meta["name"], action.reason, action.message
+            )
+            self.ended = await sup.end(snap, action)
+            return False
+        elif isinstance(action, StartRunner):
+            self.runner = asyncio.create_task(self.drive(action))
+        elif isinstance(action, DeleteChildren):
+            await sup.delete_children(snap, action.kinds)
+        elif isinstance(action, DeleteFlowRun):
+            log.info("deleting %s/%s: ttlSecondsAfterFinished", meta["namespace"], meta["name"])
+            await sup.api.delete(FLOWRUNS, meta["namespace"], meta["name"])
+        return True
+
+    async def drive(self, start: StartRunner) -> Any:
+        settings = RunnerSettings(
+            backend=start.backend,
+            address=start.address,
+            connect_timeout=start.connect_timeout,
+            status_interval=self.sup.config.defaults.status_interval,
+            component="operator",
+            may_write=self.writing.is_set,
+        )
+        return await drive_flowrun(
+            self.sup.api,
+            self.meta["namespace"],
+            self.meta["name"],
+            settings,
+            poll=lambda: snapshot(self.body),
+            extra_status={"runner": {"mode": IN_PROCESS}},
+        )
+
+    async def runner_finishes(self) -> None:
+        """Stopped while an in-process runner runs: if the FlowRun is being deleted, the
+        runner cancels its run (it sees the deletion) and is let finish; otherwise the
+        operator is exiting, and the run is left as it is for a successor."""
+        reason = self.stopped.reason
+        if self.runner is None or reason is None:
             return
-        if backend == "kubernetes":
-            await self.create_or_adopt(build_dask_cluster_spec(flow, defaults, name), meta["uid"])
-            autoscaler = build_dask_autoscaler_spec(flow, name)
-            if autoscaler is not None:
-                await self.create_or_adopt(autoscaler, meta["uid"])
-        await self.create_or_adopt(build_runner_job(flow, defaults, backend), meta["uid"])
-        status = snap.get("status") or {}
-        if not status.get("phase") or status.get("reason") == API_ERROR:
-            writer = StatusWriter(self.api, snap, "operator")
-            with contextlib.suppress(RunEndedElsewhere):
-                await writer.write(
-                    {
-                        "phase": str(Phase.PENDING),
-                        "message": "waiting for the runner"
-                        + (" and the Dask cluster" if backend == "kubernetes" else ""),
-                        "reason": "Starting",
-                        "runner": {
-                            "job": name,
-                            "backend": backend,
-                            "mode": "pod",
-                            **({"cluster": name} if backend == "kubernetes" else {}),
-                        },
-                    }
-                )
-        images = ImagePullWatch()
-        next_poll = 0.0
-        loop = asyncio.get_running_loop()
-        while not stopped.is_set():
-            snap = snapshot(body)
-            status = snap.get("status") or {}
-            phase = Phase(status.get("phase") or Phase.PENDING)
-            if phase.terminal:
-                return
-            spec = snap.get("spec") or {}
-            if spec.get("cancel"):
-                await self.end(snap, Phase.CANCELLED, "Cancelled", "cancelled: spec.cancel is true")
-                return
-            now = datetime.now(UTC)
-            deadline = deadline_exceeded(snap, now)
-            if deadline is not None:
-                await self.end(
-                    snap, Phase.FAILED, "DeadlineExceeded", f"deadline of {deadline:g}s exceeded"
-                )
-                return
-            if loop.time() < next_poll:
-                await stopped.wait(SUPERVISE_INTERVAL)
-                continue
-            next_poll = loop.time() + CHILD_POLL_INTERVAL
-            if phase == Phase.PENDING:
-                # The runner starts the run once it reaches the scheduler; until then, look
-                # for pods that cannot start. (dask-kubernetes marks a DaskCluster Running
-                # as soon as its Service exists, so its phase says nothing here.)
-                pods = await self.api.list_pods(meta["namespace"], f"{LABEL_UID}={meta['uid']}")
-                problem = images.problem(pods, loop.time())
-                if problem is not None:
-                    await self.end(snap, Phase.FAILED, "ImagePullFailed", problem)
-                    return
-                timeout = flow.spec.cluster.startup_timeout_seconds
-                created = parse_time(snap["metadata"]["creationTimestamp"])
-                if backend == "kubernetes" and (now - created).total_seconds() > timeout:
-                    await self.end(
-                        snap,
-                        Phase.FAILED,
-                        "ClusterStartTimeout",
-                        f"the Dask cluster was not ready within {timeout:g}s",
-                    )
-                    return
-            job = await self.api.get(JOBS, meta["namespace"], name)
-            if job is None:
-                await self.end(snap, Phase.FAILED, "RunnerLost", "the runner Job is gone")
-                return
-            if any(
-                c.get("type") == "Failed" and c.get("status") == "True"
-                for c in (job.get("status") or {}).get("conditions") or []
-            ):
-                await self.end(
-                    snap, Phase.FAILED, "RunnerFailed", "the runner Job failed: see its pods' logs"
-                )
-                return
-            await stopped.wait(SUPERVISE_INTERVAL)
-
-    async def _runner_exited(self, body: dict[str, Any], stopped: kopf.DaemonStopped) -> None:
-        """Wait (boundedly) until the run's runner Job has no running pod."""
-        meta = body["metadata"]
-        name = child_name(meta["name"], meta.get("uid", meta["name"]))
-        loop = asyncio.get_running_loop()
-        until = loop.time() + RUNNER_EXIT_GRACE
-        while loop.time() < until and not stopped.is_set():
-            job = await self.api.get(JOBS, meta["namespace"], name)
-            if job is None or not (job.get("status") or {}).get("active"):
-                return
-            await stopped.wait(0.5)
-
-    async def _expire_after_ttl(self, body: Any, stopped: kopf.DaemonStopped) -> None:
-        snap = snapshot(body)
-        ttl = (snap.get("spec") or {}).get("ttlSecondsAfterFinished")
-        done = (snap.get("status") or {}).get("completionTime")
-        if ttl is None or not done:
-            return
-        wait = parse_time(done).timestamp() + float(ttl) - datetime.now(UTC).timestamp()
-        if wait > 0:
-            await stopped.wait(wait)
-            if stopped.is_set():
-                return
-        meta = snap["metadata"]
-        log.info("deleting %s/%s: ttlSecondsAfterFinished", meta["namespace"], meta["name"])
-        await self.api.delete(FLOWRUNS, meta["namespace"], meta["name"])
+        if reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.runner
 
 
 def build_registry() -> kopf.OperatorRegistry:
@@ -432,10 +360,10 @@ def build_registry() -> kopf.OperatorRegistry:
     ) -> None:
         sup: Supervisor = memo["supervisor"]
         try:
-            await sup.supervise(body, stopped)
-        except ApiException as err:
+            await FlowRunDaemon(sup, body, stopped).run()
+        except KubeApiError as err:
             sup.metrics.reconcile_errors_total.labels("api").inc()
-            with contextlib.suppress(ApiException):
+            with contextlib.suppress(KubeApiError):
                 await sup.retrying(body, err)
             raise kopf.TemporaryError(f"API error: {err}", delay=RETRY_DELAY) from err
         except kopf.PermanentError:
@@ -445,7 +373,7 @@ def build_registry() -> kopf.OperatorRegistry:
     @kopf.on.delete(*resource, registry=registry)
     async def flowrun_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
         sup: Supervisor = memo["supervisor"]
-        await sup.delete_children(snapshot(body), runner=True)
+        await sup.delete_children(snapshot(body), tuple(CHILD_KINDS))
 
     @kopf.on.event(*resource, registry=registry)
     def flowrun_observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:

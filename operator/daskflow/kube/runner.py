@@ -24,11 +24,12 @@ from distributed import Client
 
 from ..engine.flow import FlowEngine
 from ..engine.local import dask_client
+from ..model.spec import FlowRun
 from ..model.states import Phase, TaskState
 from ..model.status import end_run
 from ..model.validate import ManifestError, parse_flowrun
 from .api import FLOWRUNS, KubeApi
-from .builders import scheduler_address
+from .builders import OperatorDefaults, scheduler_address
 from .status import RunEndedElsewhere, StatusWriter
 
 log = logging.getLogger(__name__)
@@ -38,11 +39,12 @@ WATCH_INTERVAL = 2.0
 
 @dataclass
 class RunnerSettings:
-    backend: str | None = None  # None: as recorded by the operator, else spec, else local
+    backend: str | None = None  # None: as recorded by the operator, else from the spec
     address: str | None = None  # scheduler address for the kubernetes/address backends
-    status_interval: float = 1.0
+    status_interval: float = OperatorDefaults.status_interval
     component: str = "runner"
     may_write: Callable[[], bool] = lambda: True
+    connect_timeout: float | None = None  # None: the spec's cluster.startupTimeoutSeconds
 
 
 def _manifest(body: dict[str, Any]) -> dict[str, Any]:
@@ -53,40 +55,40 @@ def dataset_prefix(uid: str) -> str:
     return f"daskflow-{uid}-"
 
 
-def resolve_target(body: dict[str, Any], settings: RunnerSettings) -> tuple[str, str | None]:
+def resolve_target(
+    flow: FlowRun, recorded: dict[str, Any], settings: RunnerSettings
+) -> tuple[str, str | None]:
     """Which backend and scheduler address this run uses: the runner's settings, else what
-    the operator recorded in status, else the spec."""
-    recorded = (body.get("status") or {}).get("runner") or {}
-    cluster = (body.get("spec") or {}).get("cluster") or {}
-    backend = settings.backend or recorded.get("backend") or cluster.get("backend")
-    if backend is None:
-        backend = "address" if cluster.get("address") else "local"
+    the operator recorded in ``status.runner``, else the spec (with ``local`` as the
+    default: a runner started by hand has no operator to ask)."""
+    cluster = flow.spec.cluster
+    backend = settings.backend or recorded.get("backend") or cluster.resolved_backend("local")
     address = settings.address
     if address is None and backend == "address":
-        address = cluster.get("address")
+        address = cluster.address
     if address is None and backend == "kubernetes" and recorded.get("cluster"):
-        address = scheduler_address(recorded["cluster"], body["metadata"]["namespace"])
+        address = scheduler_address(recorded["cluster"], flow.namespace)
     return backend, address
 
 
 @contextlib.asynccontextmanager
 async def _cluster(
-    flow_body: dict[str, Any], backend: str, address: str | None, startup_timeout: float
+    flow: FlowRun, backend: str, address: str | None, connect_timeout: float
 ) -> AsyncIterator[tuple[Client, float]]:
-    spec = flow_body["spec"].get("cluster") or {}
+    spec = flow.spec.cluster
     started = time.monotonic()
     if backend == "local":
         ctx = dask_client(
-            workers=max(int(spec.get("workers", 2)), 1),
-            threads_per_worker=int(spec.get("threadsPerWorker", 1)),
-            env=dict(spec.get("env") or {}),
+            workers=max(spec.workers, 1),
+            threads_per_worker=spec.threads_per_worker,
+            env=dict(spec.env),
         )
     else:
         if not address:
             raise ValueError(f"backend {backend!r} needs a scheduler address")
         # The scheduler pod may start after this one: wait for it as long as the run may
         # take to start its cluster, not just Dask's connect timeout (30 s).
-        ctx = dask_client(address=address, connect_timeout=startup_timeout)
+        ctx = dask_client(address=address, connect_timeout=connect_timeout)
     async with ctx as client:
         yield client, time.monotonic() - started
 
@@ -144,9 +146,8 @@ async def drive_flowrun(
     if Phase(status.get("phase") or Phase.PENDING).terminal:
         log.info("FlowRun %s/%s already ended %s", namespace, name, status["phase"])
         return status
-    runner_info = {**(status.get("runner") or {}), **((extra_status or {}).get("runner") or {})}
-    backend, address = resolve_target(body, settings)
-    runner_info["backend"] = backend
+    recorded = status.get("runner") or {}
+    runner_info = {**recorded, **((extra_status or {}).get("runner") or {})}
     if status.get("phase") == Phase.RUNNING:  # an earlier runner was lost: this one resumes
         runner_info["restarts"] = int(runner_info.get("restarts", 0)) + 1
     writer = StatusWriter(
@@ -159,11 +160,13 @@ async def drive_flowrun(
         with contextlib.suppress(RunEndedElsewhere):
             await writer.write(final)
         return final
+    backend, address = resolve_target(flow, recorded, settings)
+    runner_info["backend"] = backend
     uid = body["metadata"].get("uid", name)
     remote = backend != "local"
+    timeout = settings.connect_timeout or flow.spec.cluster.startup_timeout_seconds
     try:
-        startup_timeout = flow.spec.cluster.startup_timeout_seconds
-        async with _cluster(body, backend, address, startup_timeout) as (client, startup):
+        async with _cluster(flow, backend, address, timeout) as (client, startup):
             runner_info["clusterStartupSeconds"] = round(startup, 3)
             values = await _restore_values(client, dataset_prefix(uid), status) if remote else {}
             engine = FlowEngine(

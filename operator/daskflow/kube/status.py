@@ -80,8 +80,6 @@ class StatusWriter:
         self.component = component
         self.extra = extra or {}
         self.last: dict[str, Any] = dict(flowrun.get("status") or {})
-        self.patches = 0
-        self.largest = 0
 
     def _full(self, status: dict[str, Any]) -> dict[str, Any]:
         out = {**status, **copy.deepcopy(self.extra)}
@@ -120,8 +118,6 @@ class StatusWriter:
                 )
             else:
                 raise
-        self.patches += 1
-        self.largest = max(self.largest, len(str(full)))
         await self._announce(self.last, full)
         self.last = full
 

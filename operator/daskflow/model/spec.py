@@ -115,6 +115,13 @@ class ClusterSpec(_Model):
     adaptive: Adaptive | None = None
     startup_timeout_seconds: float = Field(default=300.0, gt=0, le=86400)
 
+    def resolved_backend(self, default: str) -> str:
+        """The backend this cluster uses: the one named, else ``address`` when an address
+        is given, else ``default`` (the operator's, or the runner's ``local``)."""
+        if self.backend:
+            return self.backend
+        return "address" if self.address else default
+
 
 class FlowRunSpec(_Model):
     parameters: dict[str, Any] = Field(default_factory=dict, max_length=256)
