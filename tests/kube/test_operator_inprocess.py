@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
+from daskflow.kube.builders import child_name
 from harness.waiting import wait_for
 from tests.kube.controlplane import KubeCluster
 from tests.kube.harness import (
@@ -187,15 +188,12 @@ def test_adaptive_cluster_gets_its_autoscaler_and_a_start_timeout(
     cluster = {"adaptive": {"maximum": 3}, "startupTimeoutSeconds": 3}
     with operator_running(crds, namespace, backend="kubernetes"):
         apply(crds, flowrun("elastic", hello, cluster=cluster), namespace)
-        name = wait_for(
-            lambda: (
-                ((get_flowrun(crds, namespace, "elastic") or {}).get("status") or {})
-                .get("runner", {})
-                .get("cluster")
-            ),
+        flowrun_uid = wait_for(
+            lambda: (get_flowrun(crds, namespace, "elastic") or {}).get("metadata", {}).get("uid"),
             30,
-            "the DaskCluster to be recorded in status",
+            "the FlowRun",
         )
+        name = child_name("elastic", flowrun_uid)
         scaler = wait_for(
             lambda: dask_object(crds, "daskautoscalers", namespace, name), 30, "the DaskAutoscaler"
         )
