@@ -294,8 +294,13 @@ def test_finished_flowrun_is_never_run_again(crds: KubeCluster, namespace: str) 
     with operator_running(crds, namespace, kubeconfig=kubeconfig):
         apply(crds, flowrun("once", [counting("only", marker)]), namespace)
         first = wait_for_phase(crds, namespace, "once")
-    with operator_running(crds, namespace, kubeconfig=kubeconfig):
-        time.sleep(3)  # give a (wrong) re-run every chance to start
+    with operator_running(crds, namespace, kubeconfig=kubeconfig) as op:
+        # The successor's first decision about the run: nothing is left to do
+        wait_for(
+            lambda: f"{namespace}/once: supervising: Done" in op.log_path.read_text(),
+            60,
+            "the successor to decide about the finished run",
+        )
         again = get_flowrun(crds, namespace, "once")
     assert runs_of(marker, "only") == 1
     assert again is not None

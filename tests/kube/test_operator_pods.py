@@ -189,10 +189,13 @@ def test_operator_restart_leaves_children_untouched(crds: KubeCluster, namespace
         before = get_flowrun(crds, namespace, "steady")
     with operator_running(
         crds, namespace, runner="pod", backend="kubernetes", kubeconfig=kubeconfig
-    ):
-        import time
-
-        time.sleep(4)  # several supervision cycles
+    ) as op:
+        # The successor's first decision, with both children fetched: adopt them as they are
+        wait_for(
+            lambda: f"{namespace}/steady: supervising: nothing to do" in op.log_path.read_text(),
+            60,
+            "the successor to decide about the running run",
+        )
         _, job2, cluster2 = children(crds, namespace, "steady")
         after = get_flowrun(crds, namespace, "steady")
     assert cluster is not None and cluster2 is not None and before and after

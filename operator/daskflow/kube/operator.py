@@ -238,7 +238,9 @@ class FlowRunDaemon:
                 )
                 if first:  # what a successor found, for whoever reads the log
                     what = ", ".join(type(a).__name__ for a in actions) or "nothing to do"
-                    log.info("%s/%s: supervising: %s", self.meta["namespace"], self.meta["name"], what)
+                    log.info(
+                        "%s/%s: supervising: %s", self.meta["namespace"], self.meta["name"], what
+                    )
                     first = False
                 wait = SUPERVISE_INTERVAL
                 for action in actions:
