@@ -29,6 +29,7 @@ from prometheus_client import start_http_server
 from ..model.spec import API_GROUP, API_VERSION, PLURAL
 from ..model.states import Phase
 from ..model.status import end_run
+from . import supervision as sv
 from .api import (
     DASKAUTOSCALERS,
     DASKCLUSTERS,
@@ -45,23 +46,6 @@ from .pods import ImagePullWatch
 from .readiness import DASK_KUBERNETES, DaskKubernetesMissing, Preflight, serve_health
 from .runner import RunnerSettings, drive_flowrun
 from .status import RunEndedElsewhere, StatusWriter
-from .supervision import (
-    IN_PROCESS,
-    POD,
-    Action,
-    Adopt,
-    DeleteChildren,
-    DeleteFlowRun,
-    Done,
-    End,
-    StartRunner,
-    WaitUntil,
-    WriteStatus,
-    decide,
-    decide_after_api_error,
-    runner_task_view,
-    setup_for,
-)
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +58,7 @@ CHILD_KINDS = {"dask": (DASKAUTOSCALERS, DASKCLUSTERS), "runner": (JOBS,)}
 
 @dataclass
 class OperatorConfig:
-    runner: str = POD  # or IN_PROCESS
+    runner: str = sv.POD  # or sv.IN_PROCESS
     namespaces: list[str] = field(default_factory=list)
     all_namespaces: bool = False
     defaults: OperatorDefaults = field(default_factory=OperatorDefaults)
@@ -143,7 +127,7 @@ class Supervisor:
             if existing is not None and is_owned_by(existing, meta.get("uid", "")):
                 await self.api.delete(res, meta["namespace"], name)
 
-    async def end(self, body: dict[str, Any], end: End) -> dict[str, Any]:
+    async def end(self, body: dict[str, Any], end: sv.End) -> dict[str, Any]:
         """End the run by force; returns the status it has now."""
         writer = StatusWriter(self.api, body, "operator")
         final = end_run(
@@ -161,10 +145,10 @@ class Supervisor:
         """After a failed API call, until the daemon tries again."""
         snap = snapshot(body)
         message = f"the operator retries every {RETRY_DELAY:g}s: {err}"
-        for action in decide_after_api_error(snap, datetime.now(UTC), message):
-            if isinstance(action, End):
+        for action in sv.decide_after_api_error(snap, datetime.now(UTC), message):
+            if isinstance(action, sv.End):
                 await self.end(snap, action)
-            elif isinstance(action, WriteStatus):
+            elif isinstance(action, sv.WriteStatus):
                 await self.write_status(snap, action.status)
 
 
@@ -175,8 +159,9 @@ class FlowRunDaemon:
         self.sup, self.body, self.stopped = sup, body, stopped
         snap = snapshot(body)
         self.meta = snap["metadata"]
+        self.namespace = self.meta["namespace"]
         self.name = child_name(self.meta["name"], self.meta.get("uid", self.meta["name"]))
-        self.setup = setup_for(snap, sup.config.runner, sup.config.defaults)
+        self.setup = sv.setup_for(snap, sup.config.runner, sup.config.defaults)
         self.job: dict[str, Any] | None = None
         self.cluster: dict[str, Any] | None = None
         self.fetch_at = 0.0  # loop time of the next fetch of the children
@@ -200,8 +185,8 @@ class FlowRunDaemon:
         if loop.time() < self.fetch_at and not _terminal(snap):
             return None
         self.fetch_at = loop.time() + CHILD_POLL_INTERVAL
-        namespace = self.meta["namespace"]
-        if self.setup.mode == POD:
+        namespace = self.namespace
+        if self.setup.mode == sv.POD:
             self.job = await self.sup.api.get(JOBS, namespace, self.name)
         if self.setup.backend in ("kubernetes", ""):  # "": unknown, the spec was refused
             self.cluster = await self.sup.api.get(DASKCLUSTERS, namespace, self.name)
@@ -213,80 +198,75 @@ class FlowRunDaemon:
         return self.images.problem(pods, loop.time())
 
     def runner_view(self) -> dict[str, Any] | None:
-        if self.setup.mode == POD:
+        if self.setup.mode == sv.POD:
             return self.job
         if self.runner is not None and self.runner.done() and not self.runner.cancelled():
-            error = self.runner.exception()
-            if error is not None:
-                raise error
-        return runner_task_view(self.runner is not None, self.runner is None or self.runner.done())
+            self.runner.result()  # an in-process runner that crashed: kopf retries
+        done = self.runner is None or self.runner.done()
+        return sv.runner_task_view(self.runner is not None, done)
 
     async def run(self) -> None:
         first = True
         try:
             while not self.stopped.is_set():
                 snap = self.view()
-                image_problem = await self.fetch(snap)
-                now = datetime.now(UTC)
-                actions = decide(
-                    snap,
-                    self.runner_view(),
-                    self.cluster,
-                    now,
-                    self.setup,
-                    image_problem=image_problem,
-                )
+                pulls, job, now = await self.fetch(snap), self.runner_view(), datetime.now(UTC)
+                actions = sv.decide(snap, job, self.cluster, now, self.setup, image_problem=pulls)
                 if first:  # what a successor found, for whoever reads the log
                     what = ", ".join(type(a).__name__ for a in actions) or "nothing to do"
-                    log.info(
-                        "%s/%s: supervising: %s", self.meta["namespace"], self.meta["name"], what
-                    )
+                    log.info("%s/%s: supervising: %s", self.namespace, self.meta["name"], what)
                     first = False
                 wait = SUPERVISE_INTERVAL
                 for action in actions:
-                    if isinstance(action, Done):
+                    if isinstance(action, sv.Done):
                         return
-                    if isinstance(action, WaitUntil):
+                    if isinstance(action, sv.WaitUntil):
                         wait = max((action.when - now).total_seconds(), 0.0)
                     elif not await self.carry_out(action, snap):
                         break
                 await self.stopped.wait(wait)
-            await self.runner_finishes()
+            # Stopped: a FlowRun being deleted is cancelled by its in-process runner (which
+            # sees the deletion); an operator that exits leaves the run to a successor.
+            reason = self.stopped.reason
+            deleted = reason is not None and reason & kopf.DaemonStoppingReason.RESOURCE_DELETED
+            if self.runner is not None and deleted:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self.runner
         finally:
             if self.runner is not None and not self.runner.done():
                 self.writing.clear()  # the operator is exiting: leave the run to a successor
                 self.runner.cancel()
 
-    async def carry_out(self, action: Action, snap: dict[str, Any]) -> bool:
+    async def carry_out(self, action: sv.Action, snap: dict[str, Any]) -> bool:
         """Carry out one action; False: the run ended meanwhile, skip the rest."""
         meta, sup = self.meta, self.sup
         self.fetch_at = 0.0  # whatever it changed, look again
-        if isinstance(action, Adopt):
+        if isinstance(action, sv.Adopt):
             for child in action.children:
                 try:
                     await sup.create_or_adopt(child, meta["uid"])
                 except (ChildConflict, DaskKubernetesMissing) as err:
                     reason = "ChildConflict" if isinstance(err, ChildConflict) else err.reason
-                    self.ended = await sup.end(snap, End(Phase.FAILED, reason, str(err)))
+                    self.ended = await sup.end(snap, sv.End(Phase.FAILED, reason, str(err)))
                     return False
-        elif isinstance(action, WriteStatus):
+        elif isinstance(action, sv.WriteStatus):
             await sup.write_status(snap, action.status)
-        elif isinstance(action, End):
+        elif isinstance(action, sv.End):
             log.info(
                 "%s/%s: %s: %s", meta["namespace"], meta["name"], action.reason, action.message
             )
             self.ended = await sup.end(snap, action)
             return False
-        elif isinstance(action, StartRunner):
+        elif isinstance(action, sv.StartRunner):
             self.runner = asyncio.create_task(self.drive(action))
-        elif isinstance(action, DeleteChildren):
+        elif isinstance(action, sv.DeleteChildren):
             await sup.delete_children(snap, action.kinds)
-        elif isinstance(action, DeleteFlowRun):
+        elif isinstance(action, sv.DeleteFlowRun):
             log.info("deleting %s/%s: ttlSecondsAfterFinished", meta["namespace"], meta["name"])
             await sup.api.delete(FLOWRUNS, meta["namespace"], meta["name"])
         return True
 
-    async def drive(self, start: StartRunner) -> Any:
+    async def drive(self, start: sv.StartRunner) -> Any:
         settings = RunnerSettings(
             backend=start.backend,
             address=start.address,
@@ -301,19 +281,8 @@ class FlowRunDaemon:
             self.meta["name"],
             settings,
             poll=lambda: snapshot(self.body),
-            extra_status={"runner": {"mode": IN_PROCESS}},
+            extra_status={"runner": {"mode": sv.IN_PROCESS}},
         )
-
-    async def runner_finishes(self) -> None:
-        """Stopped while an in-process runner runs: if the FlowRun is being deleted, the
-        runner cancels its run (it sees the deletion) and is let finish; otherwise the
-        operator is exiting, and the run is left as it is for a successor."""
-        reason = self.stopped.reason
-        if self.runner is None or reason is None:
-            return
-        if reason & kopf.DaemonStoppingReason.RESOURCE_DELETED:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.runner
 
 
 def build_registry() -> kopf.OperatorRegistry:
