@@ -36,6 +36,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 EXIT_INTERRUPTED = 130  # the command was interrupted (and the run not waited for)
 KILL_WAIT = 10.0  # seconds to wait for killed processes to be gone
@@ -59,6 +60,8 @@ class Interrupts:
         self._final: Callable[[], tuple[str, int]] | None = None
         self._out = threading.RLock()  # one final status on stdout, whoever writes it
         self._delivered: int | None = None  # exit code once the final status is out
+        self._installed: tuple[int, int, dict[signal.Signals, Any]] | None = None  # to undo install
+        self._timer: threading.Timer | None = None
 
     def install(self) -> None:
         # Starting multiprocessing's resource tracker unblocks SIGINT in its thread: start
@@ -67,12 +70,28 @@ class Interrupts:
         _gate_process_starts()
         read, write = os.pipe()
         os.set_blocking(write, False)
-        signal.set_wakeup_fd(write)
+        previous_fd = signal.set_wakeup_fd(write)
+        handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
         for sig in SIGNALS:
             signal.signal(sig, lambda _num, _frame: None)  # the byte on the pipe counts
+        self._installed = (write, previous_fd, handlers)
         threading.Thread(
             target=self._read_signals, args=(read,), name="daskflow-signals", daemon=True
         ).start()
+
+    def uninstall(self) -> None:
+        """Undo :meth:`install` (for a run inside a longer program, ``Flow.run()``): the
+        signal handlers before it are back, and a pending exit at once is called off."""
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._installed is None:
+            return
+        write, previous_fd, handlers = self._installed
+        self._installed = None
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        signal.set_wakeup_fd(previous_fd)
+        os.close(write)  # the reading thread sees the end and stops
 
     def on_first(self, callback: Callable[[str], object] | None) -> None:
         """Call ``callback`` on the first signal, at once if it came already."""
@@ -93,21 +112,22 @@ class Interrupts:
                 _write(1, text)
 
     def _read_signals(self, fd: int) -> None:
-        while True:
-            for num in os.read(fd, 64):
-                if num in SIGNALS:
+        while data := os.read(fd, 64):
+            for num in data:
+                if num in SIGNALS and self._installed is not None:
                     self._received(signal.Signals(num))
+        os.close(fd)
 
     def _received(self, sig: signal.Signals) -> None:
         if self.first is None:
             self.first = sig.name
-            timer = threading.Timer(
+            self._timer = threading.Timer(
                 self.grace,
                 self._exit_now,
                 (f"the run did not end within {self.grace:g}s of {sig.name}: stopping it",),
             )
-            timer.daemon = True
-            timer.start()
+            self._timer.daemon = True
+            self._timer.start()
             callback = self._on_first
             if callback is not None:
                 callback(sig.name)
@@ -180,6 +200,8 @@ def _gate_process_starts() -> None:
     workers on a busy machine), so that :func:`stop_worker_processes` can stop more from
     starting and then find every one that did."""
     start = multiprocessing.process.BaseProcess.start
+    if getattr(start, "gated", False):  # done already (a second run in this process)
+        return
 
     def gated_start(self: multiprocessing.process.BaseProcess) -> None:
         with _process_starts:
@@ -189,6 +211,7 @@ def _gate_process_starts() -> None:
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
+    gated_start.gated = True  # type: ignore[attr-defined]
     multiprocessing.process.BaseProcess.start = gated_start  # type: ignore[method-assign]
 
 
