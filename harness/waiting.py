@@ -8,8 +8,9 @@ awaited and the last value seen, so a failure explains itself.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -34,8 +35,10 @@ def wait_for(
     *,
     interval: float = 0.2,
     ignore: tuple[type[BaseException], ...] = (),
+    until: Callable[[T], object] = bool,
 ) -> T:
-    """Call ``check()`` until it returns something true, and return that.
+    """Call ``check()`` until it returns something true (or that ``until`` accepts, for
+    example ``until=lambda left: not left`` to wait for an empty list), and return that.
 
     An exception of a type in ``ignore`` counts as "not yet" (for example ``OSError`` while a
     server is not listening). On timeout, raise :class:`WaitTimeout` naming ``what`` and the
@@ -49,7 +52,7 @@ def wait_for(
         except ignore as exc:
             last = exc
         else:
-            if value:
+            if until(value):
                 return value
             last = value
         if time.monotonic() >= deadline:
@@ -58,17 +61,20 @@ def wait_for(
 
 
 async def wait_for_async(
-    check: Callable[[], T],
+    check: Callable[[], T | Awaitable[T]],
     within: float,
     what: str,
     *,
     interval: float = 0.05,
+    until: Callable[[T], object] = bool,
 ) -> T:
-    """:func:`wait_for` inside an event loop: the loop keeps running between the calls."""
+    """:func:`wait_for` inside an event loop: the loop keeps running between the calls, and
+    ``check`` may be a coroutine function."""
     deadline = time.monotonic() + within
     while True:
-        value = check()
-        if value:
+        answer = check()
+        value: T = await answer if inspect.isawaitable(answer) else answer
+        if until(value):
             return value
         if time.monotonic() >= deadline:
             raise _timed_out(what, within, value)

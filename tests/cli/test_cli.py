@@ -16,6 +16,8 @@ import psutil
 import pytest
 import yaml
 
+from harness.waiting import wait_for
+
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 SCRIPT = Path(sys.executable).parent / "daskflow"
@@ -299,6 +301,26 @@ def tree(pid: int) -> list[psutil.Process]:
     return [parent, *parent.children(recursive=True)]
 
 
+def running_tree(proc: subprocess.Popen[str]) -> list[psutil.Process]:
+    assert proc.poll() is None, proc.communicate()
+    with contextlib.suppress(psutil.Error):
+        return tree(proc.pid)
+    return []
+
+
+def pid_written(pidfile: Path) -> bool:
+    return pidfile.exists() and bool(pidfile.read_text().strip())
+
+
+def named(processes: list[psutil.Process], name: str) -> list[psutil.Process]:
+    found = []
+    for p in processes:
+        with contextlib.suppress(psutil.Error):
+            if p.name() == name:
+                found.append(p)
+    return found
+
+
 def wait_watching(proc: subprocess.Popen[str], seen: list[psutil.Process]) -> tuple[str, str]:
     """Wait for ``proc`` to end, adding every process of its tree seen meanwhile to ``seen``
     (so that processes started after the signal are checked too)."""
@@ -332,13 +354,13 @@ def test_ctrl_c_cancels_the_run_and_leaves_nothing_behind(tmp_path: Path) -> Non
         cwd=tmp_path,
     )
     try:
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while not (pidfile.exists() and pidfile.read_text().strip()):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the command never started"
-            time.sleep(0.1)
-        time.sleep(0.5)  # let the mapped commands start too
-        processes = tree(proc.pid)
+        # Both workers busy: the nap (its shell exec'd sleep) and a mapped command.
+        processes = wait_for(
+            lambda: running_tree(proc),
+            RUN_TIMEOUT,
+            "the nap and a mapped command to run",
+            until=lambda procs: len(named(procs, "sleep")) >= 2 and pid_written(pidfile),
+        )
         sleeper = int(pidfile.read_text())
         assert sleeper in {p.pid for p in processes}
         proc.send_signal(signal.SIGINT)
@@ -367,12 +389,13 @@ def test_ctrl_c_while_the_cluster_starts_leaves_nothing_behind(tmp_path: Path) -
     )
     try:
         # The first child processes mean the LocalCluster is on its way up.
-        deadline = time.monotonic() + RUN_TIMEOUT
-        while not psutil.Process(proc.pid).children():
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "no cluster started"
-            time.sleep(0.05)
-        processes = tree(proc.pid)
+        processes = wait_for(
+            lambda: running_tree(proc),
+            RUN_TIMEOUT,
+            "a process of the cluster",
+            interval=0.05,
+            until=lambda procs: len(procs) > 1,
+        )
         proc.send_signal(signal.SIGINT)
         out, err = wait_watching(proc, processes)
     finally:

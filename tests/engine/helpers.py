@@ -10,6 +10,7 @@ from distributed import Client
 
 from daskflow.engine.flow import FlowEngine
 from daskflow.model.validate import parse_flowrun
+from harness.waiting import wait_for_async
 
 T = "tests.engine.tasks"  # module of the test task functions
 
@@ -63,8 +64,28 @@ def states(status: dict[str, Any]) -> dict[str, str]:
     return {name: rec["state"] for name, rec in status["tasks"].items()}
 
 
-async def wait_for(predicate: Callable[[], bool], within: float = 60.0) -> None:
-    """Poll until ``predicate()`` holds (generous: this is not a speed test)."""
-    async with asyncio.timeout(within):
-        while not predicate():  # noqa: ASYNC110 - polls files and processes, not tasks
-            await asyncio.sleep(0.05)
+def _known_tasks(dask_scheduler: Any) -> int:
+    return len(dask_scheduler.tasks)
+
+
+def _executing(dask_worker: Any) -> int:
+    return int(dask_worker.state.executing_count)
+
+
+async def wait_idle(address: str, within: float = 60.0) -> None:
+    """Until the cluster holds no task: none known to the scheduler, none executing on a
+    worker. From then on nothing of a run that has ended can still start."""
+    async with Client(address, asynchronous=True) as client:
+
+        async def held() -> dict[str, Any]:
+            return {
+                "scheduler": await client.run_on_scheduler(_known_tasks),
+                "executing": await client.run(_executing),
+            }
+
+        await wait_for_async(
+            held,
+            within,
+            "the cluster to hold no task",
+            until=lambda now: not now["scheduler"] and not any(now["executing"].values()),
+        )

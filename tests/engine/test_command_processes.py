@@ -9,8 +9,9 @@ from pathlib import Path
 import psutil
 
 from daskflow.engine.flow import FlowEngine
+from harness.waiting import wait_for_async
 
-from .helpers import Runner, command, flowrun, states, wait_for
+from .helpers import Runner, command, flowrun, states
 
 FAMILY_SIZE = 6
 
@@ -46,7 +47,7 @@ def alive(pids: list[int]) -> list[int]:
 
 
 async def started(pidfile: Path) -> None:
-    await wait_for(lambda: len(pids(pidfile)) >= FAMILY_SIZE)
+    await wait_for_async(lambda: len(pids(pidfile)) >= FAMILY_SIZE, 60, "the whole family")
 
 
 def test_a_command_that_exits_ends_its_task_and_leaves_nothing_running(
@@ -78,7 +79,7 @@ def test_a_cancel_leaves_nothing_running(run: Runner, tmp_path: Path) -> None:
 
     status, _ = run(flowrun(command("slow", *family(pidfile, "sleep 300"))), during=cancel)
     assert states(status) == {"slow": "Cancelled"}
-    asyncio.run(wait_for(lambda: not alive(pids(pidfile)), within=30))
+    asyncio.run(wait_for_async(lambda: not alive(pids(pidfile)), 30, "no process left"))
 
 
 def test_a_killed_worker_takes_its_command_down(run: Runner, tmp_path: Path) -> None:
@@ -93,7 +94,7 @@ def test_a_killed_worker_takes_its_command_down(run: Runner, tmp_path: Path) -> 
     argv = family(pidfile, "sleep 300")
     argv[-1] = again + argv[-1]
     status, _ = run(flowrun(command("victim", *argv)), during=kill_worker)
-    asyncio.run(wait_for(lambda: not alive(pids(pidfile)), within=30))
+    asyncio.run(wait_for_async(lambda: not alive(pids(pidfile)), 30, "no process left"))
     # Dask ran it again on a live worker.
     assert states(status) == {"victim": "Succeeded"}
     assert status["tasks"]["victim"]["result"] == "again"

@@ -12,8 +12,9 @@ from distributed import Client
 
 from daskflow.engine.flow import FlowEngine
 from daskflow.model.validate import parse_flowrun
+from harness.waiting import wait_for_async
 
-from .helpers import Runner, call, command, flowrun, states, wait_for
+from .helpers import Runner, call, command, flowrun, states, wait_idle
 from .tasks import executions
 
 
@@ -34,7 +35,7 @@ def gone(pid: int) -> bool:
 
 
 async def wait_gone(pid: int) -> None:
-    await wait_for(lambda: gone(pid), within=30)
+    await wait_for_async(lambda: gone(pid), 30, f"process {pid} to be gone")
 
 
 def test_cancel_stops_running_commands_and_marks_tasks_cancelled(
@@ -44,8 +45,10 @@ def test_cancel_stops_running_commands_and_marks_tasks_cancelled(
     marker = tmp_path / "after"
 
     async def cancel_once_running(engine: FlowEngine) -> None:
-        await wait_for(lambda: bool(pids(pidfile)))
-        await wait_for(lambda: engine.status()["tasks"]["nap"]["state"] == "Running")
+        await wait_for_async(lambda: pids(pidfile), 60, "the command's pid")
+        await wait_for_async(
+            lambda: engine.status()["tasks"]["nap"]["state"] == "Running", 60, "nap Running"
+        )
         engine.cancel("stop it")
 
     status, _ = run(
@@ -74,8 +77,9 @@ def test_cancel_stops_running_commands_and_marks_tasks_cancelled(
     }
     (pid,) = pids(pidfile)
     asyncio.run(wait_gone(pid))
-    # The killed attempt is not retried: no second process ever starts.
-    asyncio.run(asyncio.sleep(1.0))
+    # The killed attempt is not retried: once nothing of the run is left on the cluster, no
+    # second process has started.
+    asyncio.run(wait_idle(run.address))
     assert pids(pidfile) == [pid]
     assert executions(marker) == 0
 
@@ -106,7 +110,7 @@ def test_cancelling_the_run_coroutine_cancels_the_run(dask_address: str, tmp_pat
         async with Client(dask_address, asynchronous=True) as client:
             engine = FlowEngine(flow, client)
             task = asyncio.ensure_future(engine.run())
-            await wait_for(lambda: bool(pids(pidfile)))
+            await wait_for_async(lambda: pids(pidfile), 60, "the command's pid")
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task

@@ -14,9 +14,10 @@ from distributed import LocalCluster
 
 from daskflow.engine.flow import FlowEngine
 from daskflow.engine.local import worker_pythonpath
+from harness.waiting import wait_for_async
 
 from .conftest import ROOT
-from .helpers import Runner, call, flowrun, states, wait_for
+from .helpers import Runner, call, flowrun, states
 
 
 def test_a_task_that_kills_its_worker_fails_within_its_retries(run: Runner) -> None:
@@ -80,7 +81,7 @@ def test_a_worker_killed_from_outside_is_a_lost_attempt_run_again(
     items = list(range(6))
 
     async def kill_a_busy_worker(engine: FlowEngine) -> None:
-        await wait_for(lambda: len(list(tmp_path.iterdir())) >= 3)
+        await wait_for_async(lambda: len(list(tmp_path.iterdir())) >= 3, 60, "three items started")
         psutil.Process(newest_pid(tmp_path)).kill()  # kill -9, mid-item
 
     status, _ = run(

@@ -10,13 +10,15 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from harness.processes import Supervised
 
 SCRIPT = Path(sys.executable).parent / "daskflow"
 RUN_TIMEOUT = 240  # generous: the machine may be busy; this is not a speed test
@@ -27,6 +29,7 @@ class UserProject:
     """A user's project directory: their modules, their manifests, their shell."""
 
     root: Path
+    started: list[Supervised] = field(default_factory=list)
 
     def module(self, relpath: str, source: str) -> Path:
         """Write a Python file of the user's (``pkg/mod.py`` creates ``pkg/``)."""
@@ -51,14 +54,20 @@ class UserProject:
         return path
 
     def popen(self, *args: str, cwd: Path | None = None, **kw: Any) -> subprocess.Popen[str]:
-        return subprocess.Popen(
+        """``daskflow ARGS`` in its own process group, as a shell starts it, stdout and stderr
+        piped; whatever of it still runs when the test ends is stopped."""
+        proc = Supervised(
             [str(SCRIPT), *args],
+            name="daskflow",
             cwd=cwd or self.root,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             **kw,
         )
+        self.started.append(proc)
+        popen: subprocess.Popen[str] = proc.popen
+        return popen
 
     def daskflow(
         self, *args: str, cwd: Path | None = None, timeout: float = RUN_TIMEOUT
@@ -81,7 +90,10 @@ def assert_clean_exit(proc: subprocess.CompletedProcess[str], codes: Sequence[in
 
 
 @pytest.fixture
-def project(tmp_path: Path) -> UserProject:
+def project(tmp_path: Path) -> Iterator[UserProject]:
     root = tmp_path / "myproject"
     root.mkdir()
-    return UserProject(root)
+    project = UserProject(root)
+    yield project
+    for proc in project.started:
+        proc.stop()

@@ -15,6 +15,8 @@ from typing import Any
 
 import psutil
 
+from harness.waiting import wait_for
+
 from .conftest import RUN_TIMEOUT, SCRIPT, UserProject, assert_clean_exit
 
 SCRIPTS = """
@@ -151,13 +153,6 @@ def family(pidfile: str, then: str) -> list[str]:
     return ["sh", "-c", script]
 
 
-def wait_until(predicate: Any, within: float = 60.0) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
-
-
 def test_no_process_of_a_command_outlives_its_task(project: UserProject) -> None:
     manifest = project.manifest(
         "leftovers",
@@ -206,11 +201,11 @@ def test_ctrl_c_and_a_killed_worker_leave_no_process_behind(project: UserProject
         env={**os.environ, "FAULTS_TEST_RUN": marker},
     )
     pidfile, later = project.root / "victim.pids", project.root / "later.pids"
-    wait_until(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2)
+    wait_for(lambda: pidfile.exists() and len(pidfile.read_text().split()) == 2, 60, "victim.pids")
     reaper = psutil.Process(int(pidfile.read_text().split()[1]))
     reaper.parent().kill()  # kill -9 the worker running the command
     # Dask runs it again elsewhere; then Ctrl-C while the next command runs.
-    wait_until(lambda: later.exists() and len(later.read_text().split()) == 2)
+    wait_for(lambda: later.exists() and len(later.read_text().split()) == 2, 60, "later.pids")
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=RUN_TIMEOUT)
     assert proc.returncode == 1, err[-3000:]
@@ -218,4 +213,4 @@ def test_ctrl_c_and_a_killed_worker_leave_no_process_behind(project: UserProject
     assert status["phase"] == "Cancelled"
     assert status["tasks"]["victim"]["result"] == "again"
     assert status["tasks"]["victim"]["lostAttempts"] == 1  # killed from outside: no retry
-    wait_until(lambda: survivors(marker) == [], within=30)
+    wait_for(lambda: survivors(marker), 30, "no survivor", until=lambda left: not left)

@@ -18,6 +18,8 @@ import psutil
 import pytest
 import yaml
 
+from harness import waiting
+
 from .conftest import RUN_TIMEOUT, UserProject, assert_clean_exit
 
 
@@ -35,10 +37,9 @@ def assert_nothing_left(root: Path, recorded: list[psutil.Process]) -> None:
     """No process started by the run survives it (given time to exit)."""
     _, alive = psutil.wait_procs(recorded, timeout=15)
     assert not alive, alive
-    deadline = time.monotonic() + 15
-    while leftovers(root) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not leftovers(root), [p.cmdline() for p in leftovers(root)]
+    waiting.wait_for(
+        lambda: leftovers(root), 15, "no process left in the project", until=lambda left: not left
+    )
 
 
 def task_results(stdout: str) -> dict[str, Any]:
@@ -262,7 +263,7 @@ class Running:
         self.tmp = project.root.parent / "tmp"  # the command's temporary files
         self.tmp.mkdir(exist_ok=True)
         env = {**os.environ, "TMPDIR": str(self.tmp)}
-        self.proc = project.popen(*args, start_new_session=True, env=env)
+        self.proc = project.popen(*args, env=env)
         self.stdout: list[str] = []
         self.stderr: list[str] = []
         self._readers = [
@@ -273,11 +274,11 @@ class Running:
             reader.start()
 
     def wait_for(self, what: str, check: Any, timeout: float = RUN_TIMEOUT) -> None:
-        deadline = time.monotonic() + timeout
-        while not check():
+        def running_until() -> Any:
             assert self.proc.poll() is None, f"exited before {what}: {''.join(self.stderr)}"
-            assert time.monotonic() < deadline, f"no {what} after {timeout}s"
-            time.sleep(0.1)
+            return check()
+
+        waiting.wait_for(running_until, timeout, what, interval=0.1)
 
     def descendants(self) -> list[psutil.Process]:
         return psutil.Process(self.proc.pid).children(recursive=True)

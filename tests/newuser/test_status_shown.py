@@ -8,8 +8,9 @@ import os
 import pty
 import re
 import struct
-import subprocess
 import termios
+
+from harness.processes import Supervised
 
 from .conftest import RUN_TIMEOUT, SCRIPT, UserProject, assert_clean_exit
 
@@ -77,27 +78,27 @@ def test_the_final_table_shows_once_on_a_terminal(project: UserProject) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "TERM")} | {
         "TERM": "xterm-256color"
     }
-    proc = subprocess.Popen(
+    with Supervised(
         [str(SCRIPT), "run", flow.name],
+        name="daskflow",
         cwd=project.root,
         stdin=child,
         stdout=child,
         stderr=child,
         env=env,
-        start_new_session=True,
-    )
-    os.close(child)
-    chunks = []
-    while True:
-        try:
-            data = os.read(main, 65536)
-        except OSError:  # the terminal closed: the command is gone
-            break
-        if not data:
-            break
-        chunks.append(data)
-    os.close(main)
-    assert proc.wait(timeout=RUN_TIMEOUT) == 0
+    ) as proc:
+        os.close(child)
+        chunks = []
+        while True:
+            try:
+                data = os.read(main, 65536)
+            except OSError:  # the terminal closed: the command is gone
+                break
+            if not data:
+                break
+            chunks.append(data)
+        os.close(main)
+        assert proc.wait(timeout=RUN_TIMEOUT) == 0
     shown = screen_lines(b"".join(chunks).decode(errors="replace"))
     assert sum("onscreen: Succeeded" in line for line in shown) == 1, "\n".join(shown)
     assert any(line.startswith("│ nap ") for line in shown), "\n".join(shown)  # the table
