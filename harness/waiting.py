@@ -11,7 +11,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TypeVar, cast
 
 T = TypeVar("T")
 
@@ -29,13 +29,13 @@ def _timed_out(what: str, timeout: float, last: object) -> WaitTimeout:
 
 
 def wait_for(
-    check: Callable[[], T],
+    check: Callable[[], T | None],
     timeout: float,
     what: str,
     *,
     interval: float = 0.2,
     ignore: tuple[type[BaseException], ...] = (),
-    until: Callable[[T], object] = bool,
+    until: Callable[[T | None], object] = bool,
 ) -> T:
     """Call ``check()`` until it returns something true (or that ``until`` accepts, for
     example ``until=lambda left: not left`` to wait for an empty list), and return that.
@@ -53,7 +53,7 @@ def wait_for(
             last = exc
         else:
             if until(value):
-                return value
+                return cast(T, value)
             last = value
         if time.monotonic() >= deadline:
             raise _timed_out(what, timeout, last)
@@ -61,21 +61,21 @@ def wait_for(
 
 
 async def wait_for_async(
-    check: Callable[[], T | Awaitable[T]],
+    check: Callable[[], T | None | Awaitable[T | None]],
     within: float,
     what: str,
     *,
     interval: float = 0.05,
-    until: Callable[[T], object] = bool,
+    until: Callable[[T | None], object] = bool,
 ) -> T:
     """:func:`wait_for` inside an event loop: the loop keeps running between the calls, and
     ``check`` may be a coroutine function."""
     deadline = time.monotonic() + within
     while True:
         answer = check()
-        value: T = await answer if inspect.isawaitable(answer) else answer
+        value: T | None = await answer if inspect.isawaitable(answer) else answer
         if until(value):
-            return value
+            return cast(T, value)
         if time.monotonic() >= deadline:
             raise _timed_out(what, within, value)
         await asyncio.sleep(interval)
