@@ -33,7 +33,6 @@ for _p in (str(ROOT), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from tests.chart.helm import Helm, find_or_build_helm  # noqa: E402
 from tests.docker.conftest import BASE_IMAGE, _script  # noqa: E402
 from tests.e2e.conftest import (  # noqa: E402
     IMAGE,
@@ -45,6 +44,7 @@ from tests.e2e.conftest import (  # noqa: E402
 from tests.e2e.scenario import Scenario  # noqa: E402
 
 from bench_common import git_state  # noqa: E402
+from harness.helm import Helm, find_or_build_helm  # noqa: E402
 
 POLL = 0.2
 

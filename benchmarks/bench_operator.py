@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Operator benchmark: daskflow's kopf operator on a real etcd + kube-apiserver (issue 3, §6).
 
-It starts its own test control plane (``tests/kube/controlplane.py``; the binaries come from
+It starts its own test control plane (``harness/controlplane.py``; the binaries come from
 ``hack/build-testenv.sh`` or ``$KUBEBUILDER_ASSETS``), installs the CRDs and runs
 ``daskflow operator`` as a subprocess authenticated as its least-privileged ServiceAccount,
-exactly as the test suite does (``tests/kube/harness.py``). A Python watch on the FlowRuns
+exactly as the test suite does (``harness/kube.py``). A Python watch on the FlowRuns
 (in this process) timestamps every resourceVersion the API server hands out.
 
 Scenarios (``--only`` picks some):
@@ -66,16 +66,16 @@ import psutil  # noqa: E402
 from kubernetes import client as k8s  # noqa: E402
 from kubernetes import watch as k8s_watch  # noqa: E402
 from kubernetes.client.exceptions import ApiException  # noqa: E402
-from tests.kube.controlplane import ControlPlane, KubeCluster  # noqa: E402
-from tests.kube.harness import (  # noqa: E402
+
+from bench_common import git_state  # noqa: E402
+from daskflow.model.validate import parse_flowrun  # noqa: E402
+from harness.controlplane import ControlPlane, KubeCluster  # noqa: E402
+from harness.kube import (  # noqa: E402
     OperatorProcess,
     apply,
     install_crds,
     prepare_operator_account,
 )
-
-from bench_common import git_state  # noqa: E402
-from daskflow.model.validate import parse_flowrun  # noqa: E402
 
 GROUP, VERSION, PLURAL = "daskflow.io", "v1alpha1", "flowruns"
 WORKERS, THREADS = 2, 1
@@ -1002,7 +1002,7 @@ def environment(kube: ControlPlane | None) -> dict[str, Any]:
         "memory_total_mib": round(psutil.virtual_memory().total / 2**20),
     }
     with contextlib.suppress(Exception):
-        from tests.kube.controlplane import KUBE_VERSION
+        from harness.controlplane import KUBE_VERSION
 
         out["kube_apiserver"] = KUBE_VERSION
         out["git_head"], out["operator_tree_dirty"] = git_state(ROOT)

@@ -61,7 +61,7 @@ def wait_for(
 
 
 async def wait_for_async(
-    check: Callable[[], T | None | Awaitable[T | None]],
+    check: Callable[[], T | Awaitable[T | None] | None],
     within: float,
     what: str,
     *,

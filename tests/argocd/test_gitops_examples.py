@@ -21,9 +21,9 @@ import pytest
 import yaml
 
 from daskflow.model.validate import parse_flowrun
+from harness.controlplane import KubeCluster
+from harness.kube import install_crds
 from tests.argocd.lua import REPO
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import install_crds
 
 GITOPS = REPO / "examples" / "gitops"
 APPLICATIONS = sorted((GITOPS / "applications").glob("*.yaml"))

@@ -34,11 +34,11 @@ from typing import Any
 import pytest
 import yaml
 
+from harness.controlplane import KubeCluster
+from harness.helm import CHART, ROOT, Helm, find_or_build_helm
+from harness.kube import OperatorProcess, get_flowrun, install_crds
 from harness.processes import free_port
 from harness.waiting import wait_for
-from tests.chart.helm import CHART, ROOT, Helm, find_or_build_helm
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import OperatorProcess, get_flowrun, install_crds
 
 RBAC = CHART / "files" / "rbac"
 CONTROLLER_SETTINGS = "/etc/daskflow/dask-kubernetes/daskflow_settings.py"

@@ -25,11 +25,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.chart.helm import CHART, ROOT, Helm, find_or_build_helm
 from tests.docker.conftest import BASE_IMAGE, _script, docker_engine
 from tests.e2e.host import CLUSTER_DIR, HostState
 from tests.e2e.scenario import Kubectl, Scenario, wait_until
-from tests.kube.controlplane import KubeCluster, find_kubectl
+
+from harness.controlplane import KubeCluster, find_kubectl
+from harness.helm import CHART, ROOT, Helm, find_or_build_helm
 
 __all__ = ["docker_engine"]  # a fixture this tier shares with tests/docker
 

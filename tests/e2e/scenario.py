@@ -22,9 +22,9 @@ from typing import Any, Self
 
 import yaml
 from tests.argocd.lua import INTERPRETERS, Health, run_health
-from tests.kube.controlplane import KubeCluster
 
 from daskflow.kube.builders import child_name
+from harness.controlplane import KubeCluster
 from harness.waiting import wait_for
 
 TERMINAL = ("Succeeded", "Failed", "Cancelled")

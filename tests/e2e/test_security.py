@@ -70,7 +70,7 @@ def runner_can(install: Install, verb: str, resource: str, namespace: str) -> bo
 
 
 def runner_rules() -> list[dict[str, Any]]:
-    from tests.chart.helm import ROOT
+    from harness.helm import ROOT
 
     rules: list[dict[str, Any]] = yaml.safe_load((ROOT / RUNNER_RULES).read_text())
     return rules

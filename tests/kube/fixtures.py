@@ -15,7 +15,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from tests.kube.controlplane import ControlPlaneError, KubeCluster, from_environment
+from harness.controlplane import ControlPlaneError, KubeCluster, from_environment
 
 __all__ = ["kube", "namespace"]
 

@@ -18,7 +18,7 @@ import pytest
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 
-from tests.kube.controlplane import (
+from harness.controlplane import (
     ENV_KUBECONFIG,
     KUBE_VERSION,
     ControlPlane,
@@ -193,7 +193,7 @@ def _wait_dead(pids: list[int], timeout: float = 20.0) -> list[int]:
 _CHILD = textwrap.dedent(
     """
     import json, sys, time
-    from tests.kube.controlplane import ControlPlane
+    from harness.controlplane import ControlPlane
 
     cp = ControlPlane()
     cp.start()

@@ -11,8 +11,8 @@ import yaml
 
 from daskflow.model.crd import flowrun_crd
 from daskflow.model.spec import FlowRunSpec, TaskSpec
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import CRDS, apply, get_flowrun, install_crds
+from harness.controlplane import KubeCluster
+from harness.kube import CRDS, apply, get_flowrun, install_crds
 
 
 @pytest.fixture(scope="module")

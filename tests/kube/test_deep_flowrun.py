@@ -8,8 +8,8 @@ import json
 import time
 
 from daskflow.model.reader import MAX_DEPTH
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import install_crds, operator_running
+from harness.controlplane import KubeCluster
+from harness.kube import install_crds, operator_running
 
 LEVELS = 9_900  # just under the API server's limit of 10,000
 

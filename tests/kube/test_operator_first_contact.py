@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.waiting import wait_for
-from tests.kube.controlplane import ENV_KUBECONFIG, ControlPlane, ControlPlaneError, KubeCluster
-from tests.kube.harness import (
+from harness.controlplane import ENV_KUBECONFIG, ControlPlane, ControlPlaneError, KubeCluster
+from harness.kube import (
     CRDS,
     OperatorProcess,
     apply,
@@ -30,6 +29,7 @@ from tests.kube.harness import (
     wait_established,
     wait_for_phase,
 )
+from harness.waiting import wait_for
 from tests.kube.test_operator_inprocess import events, flowrun
 
 pytestmark = pytest.mark.kube

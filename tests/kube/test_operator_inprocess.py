@@ -16,9 +16,8 @@ import pytest
 import yaml
 
 from daskflow.kube.builders import child_name
-from harness.waiting import wait_for
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import (
+from harness.controlplane import KubeCluster
+from harness.kube import (
     ROOT,
     apply,
     get_flowrun,
@@ -29,6 +28,7 @@ from tests.kube.harness import (
     wait_for_phase,
     wait_for_task_state,
 )
+from harness.waiting import wait_for
 
 
 @pytest.fixture(scope="module")

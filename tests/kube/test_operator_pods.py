@@ -17,10 +17,8 @@ from typing import Any
 
 import pytest
 
-from harness.processes import Supervised
-from harness.waiting import wait_for
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import (
+from harness.controlplane import KubeCluster
+from harness.kube import (
     DASKFLOW,
     apply,
     bind_rules,
@@ -32,6 +30,8 @@ from tests.kube.harness import (
     wait_for_phase,
     wait_for_task_state,
 )
+from harness.processes import Supervised
+from harness.waiting import wait_for
 from tests.kube.test_operator_inprocess import counting, flowrun, runs_of
 
 IMAGE = "registry.example/flows:1.0"

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.controlplane import KubeCluster
+from harness.kube import apply, operator_running, wait_for_phase
 from harness.processes import Supervised, free_port
 from harness.waiting import wait_for
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import apply, operator_running, wait_for_phase
 from tests.kube.test_operator_inprocess import flowrun
 from tests.kube.test_operator_pods import children, crds, get, runner_process
 

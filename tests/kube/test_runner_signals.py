@@ -15,8 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import (
+from harness.controlplane import KubeCluster
+from harness.kube import (
     apply,
     get_flowrun,
     operator_running,

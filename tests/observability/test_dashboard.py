@@ -30,9 +30,8 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from daskflow.kube.metrics import FlowRunMetrics
-from harness.waiting import wait_for
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import (
+from harness.controlplane import KubeCluster
+from harness.kube import (
     ROOT,
     OperatorProcess,
     apply,
@@ -41,6 +40,7 @@ from tests.kube.harness import (
     operator_running,
     wait_for_phase,
 )
+from harness.waiting import wait_for
 from tests.observability.conftest import ALERT_RULES, DASHBOARDS, OPERATOR_JOB, PrometheusServer
 
 pytestmark = pytest.mark.timeout(900)

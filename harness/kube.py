@@ -17,11 +17,11 @@ from typing import Any
 
 import yaml
 
+from harness.controlplane import KubeCluster
 from harness.processes import Supervised, free_port
 from harness.waiting import wait_for
-from tests.kube.controlplane import KubeCluster
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 CRDS = ROOT / "crds"
 RBAC = ROOT / "charts" / "daskflow" / "files" / "rbac"
 DASKFLOW = str(Path(sys.executable).with_name("daskflow"))
