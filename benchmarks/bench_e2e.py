@@ -2,8 +2,8 @@
 """End-to-end latency on real pods: ``kubectl apply`` of a 10-task chain → first task
 Running, and → Succeeded, through the installed chart on hack/cluster.sh's cluster.
 
-The same setup as the e2e tier (tests/e2e/conftest.py): ``hack/cluster.sh up``, the
-project's image built from this checkout and loaded into the node, charts/daskflow
+The same setup as the e2e tier (harness/hack.py, harness/realcluster.py): ``hack/cluster.sh
+up``, the project's image built from this checkout and loaded into the node, charts/daskflow
 installed in its default runner-pod mode. Then, alternating, ``--reps`` runs of the chain
 with ``spec.cluster.backend: kubernetes`` (a runner pod, and a DaskCluster's scheduler and
 2 worker pods) and with ``local`` (a runner pod with a LocalCluster of 2 workers inside).
@@ -20,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import secrets
 import statistics
 import sys
 import tempfile
@@ -33,18 +34,18 @@ for _p in (str(ROOT), str(HERE)):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from tests.docker.conftest import BASE_IMAGE, _script  # noqa: E402
-from tests.e2e.conftest import (  # noqa: E402
+import yaml  # noqa: E402
+
+from bench_common import git_state  # noqa: E402
+from harness.hack import BASE_IMAGE, cluster_sh, run_hack  # noqa: E402
+from harness.helm import Helm, find_or_build_helm  # noqa: E402
+from harness.realcluster import (  # noqa: E402
     IMAGE,
+    Kubectl,
     RealCluster,
-    cluster_sh,
     install_chart,
     uninstall_chart,
 )
-from tests.e2e.scenario import Scenario  # noqa: E402
-
-from bench_common import git_state  # noqa: E402
-from harness.helm import Helm, find_or_build_helm  # noqa: E402
 
 POLL = 0.2
 
@@ -73,14 +74,17 @@ def chain(backend: str, length: int = 10) -> dict[str, Any]:
     }
 
 
-def one_run(run: Scenario, backend: str) -> dict[str, float]:
-    run.given.flowrun(chain(backend)).when.applied()
-    applied_wall = time.time() - (time.monotonic() - run.applied_at)
+def one_run(k: Kubectl, namespace: str, backend: str) -> dict[str, float]:
+    doc = chain(backend)
+    name = f"{doc['metadata']['name']}-{secrets.token_hex(3)}"
+    doc["metadata"] = {"name": name, "namespace": namespace}
+    applied_at, applied_wall = time.monotonic(), time.time()
+    k.run("apply", "-f", "-", input=yaml.safe_dump(doc))
     running = done = None
     deadline = time.monotonic() + 300
     while done is None and time.monotonic() < deadline:
-        status = run.status
-        now = time.monotonic() - run.applied_at
+        status = (k.get("flowrun", namespace, name) or {}).get("status") or {}
+        now = time.monotonic() - applied_at
         if running is None and status.get("phase") in ("Running", "Succeeded"):
             running = now
         if status.get("phase") in ("Succeeded", "Failed", "Cancelled"):
@@ -91,7 +95,7 @@ def one_run(run: Scenario, backend: str) -> dict[str, float]:
     # Status writes are coalesced (1 s), so a fast chain may show no Running task: the
     # first task's own startTime (whole seconds, truncated) says when it started.
     started = dt.datetime.fromisoformat(status["tasks"]["t00"]["startTime"]).timestamp()
-    run.k.run("delete", "flowrun", run.name, "-n", run.namespace, "--wait=true")
+    k.run("delete", "flowrun", name, "-n", namespace, "--wait=true")
     return {
         "phase_running_seen": round(running, 2),
         "first_task_started": round(started - applied_wall, 2),
@@ -109,9 +113,9 @@ def main() -> int:
     kubeconfig = Path(cluster_sh("up").strip().splitlines()[-1])
     cluster = RealCluster(kubeconfig, work)
     log("building and loading the image")
-    _script("start-dockerd.sh", work / "dockerd.log", 900)
-    _script("build-base-image.sh", work / "base.log", 1200)
-    _script("build-image.sh", work / "image.log", 1200, {"IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE})
+    run_hack("start-dockerd.sh", work / "dockerd.log", 900)
+    run_hack("build-base-image.sh", work / "base.log", 1200)
+    run_hack("build-image.sh", work / "image.log", 1200, {"IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE})
     cluster_sh("load", IMAGE, timeout=600)
     (work / "helm").mkdir()
     helm = Helm(find_or_build_helm(), work / "helm")
@@ -122,7 +126,7 @@ def main() -> int:
         for rep in range(args.reps):
             for backend in results:
                 load.append([round(x, 2) for x in os.getloadavg()])
-                figures = one_run(Scenario(install.kubectl, install.namespace), backend)
+                figures = one_run(install.kubectl, install.namespace, backend)
                 results[backend].append(figures)
                 log(f"rep {rep + 1} {backend}: {figures}")
     finally:

@@ -417,7 +417,7 @@ def operator(
     status_interval: float,
     logs: Path | None,
 ) -> Iterator[OperatorProcess]:
-    """``daskflow operator`` as its own ServiceAccount (as tests/kube/harness.operator_running,
+    """``daskflow operator`` as its own ServiceAccount (as harness/kube.operator_running,
     without printing its log)."""
     kubeconfig = prepare_operator_account(kube, namespace)
     args = [

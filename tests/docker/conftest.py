@@ -16,15 +16,14 @@ import os
 import secrets
 import signal
 import subprocess
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-BASE_IMAGE = "daskflow-base:py3.11"
+from harness.hack import BASE_IMAGE, run_hack
+
 UID = 10001
 # Every image derived from the base image carries this label (set by `docker import`); it
 # tells the dangling builder-stage images of our builds apart from anyone else's.
@@ -48,29 +47,6 @@ def docker(
     return proc
 
 
-def _script(name: str, log: Path, timeout: float, env: dict[str, str] | None = None) -> float:
-    """Run hack/<name> with its output in ``log``; fail the session with its tail."""
-    started = time.monotonic()
-    with log.open("w") as out:
-        try:
-            proc = subprocess.run(
-                ["bash", str(REPO / "hack" / name)],
-                cwd=REPO,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                timeout=timeout,
-                env={**os.environ, **(env or {})},
-                check=False,
-            )
-            rc = proc.returncode
-        except subprocess.TimeoutExpired:
-            rc = -1
-    if rc != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
-        pytest.fail(f"hack/{name} failed ({rc}); tail of {log}:\n{tail}", pytrace=False)
-    return time.monotonic() - started
-
-
 @dataclass
 class Image:
     tag: str
@@ -91,7 +67,7 @@ def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     session started is stopped at its end; one that was already running is left alone."""
     already = _docker_answers()
     logs = tmp_path_factory.mktemp("docker")
-    _timings["dockerd"] = _script("start-dockerd.sh", logs / "start-dockerd.log", 900)
+    _timings["dockerd"] = run_hack("start-dockerd.sh", logs / "start-dockerd.log", 900)
     yield
     pidfile = Path("/var/run/docker.pid")
     if not already and pidfile.exists():
@@ -108,9 +84,9 @@ def daskflow_image(
     """The daskflow image, built from the Dockerfile for this session."""
     logs = tmp_path_factory.mktemp("image")
     image = Image(tag=f"daskflow:pytest-{secrets.token_hex(4)}", logs=logs)
-    image.build_seconds["base"] = _script("build-base-image.sh", logs / "base.log", 1200)
+    image.build_seconds["base"] = run_hack("build-base-image.sh", logs / "base.log", 1200)
     try:
-        image.build_seconds["image"] = _script(
+        image.build_seconds["image"] = run_hack(
             "build-image.sh",
             logs / "image.log",
             1200,

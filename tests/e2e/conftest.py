@@ -17,31 +17,21 @@ which the host must be as it was before ``up`` (``tests/e2e/host.py``).
 from __future__ import annotations
 
 import os
-import subprocess
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import yaml
-from tests.docker.conftest import BASE_IMAGE, _script, docker_engine
+from tests.docker.conftest import docker_engine
 from tests.e2e.host import CLUSTER_DIR, HostState
-from tests.e2e.scenario import Kubectl, Scenario, wait_until
+from tests.e2e.scenario import Scenario, wait_until
 
-from harness.controlplane import KubeCluster, find_kubectl
-from harness.helm import CHART, ROOT, Helm, find_or_build_helm
+from harness.hack import BASE_IMAGE, cluster_sh, run_hack
+from harness.helm import Helm, find_or_build_helm
+from harness.realcluster import IMAGE, Install, RealCluster, install_chart, uninstall_chart
 
 __all__ = ["docker_engine"]  # a fixture this tier shares with tests/docker
 
-IMAGE = "daskflow:e2e"
-RELEASE = "daskflow"
-SYSTEM_NS = "daskflow-system"  # the release: operator, dask-kubernetes controller
-FLOWS_NS = "daskflow-e2e"  # the namespace the operator watches; FlowRuns run here
-NAMESPACES = (SYSTEM_NS, FLOWS_NS)
-PSS_LABELS = {
-    f"pod-security.kubernetes.io/{mode}": "restricted" for mode in ("enforce", "warn", "audit")
-}
 E2E_DIR = Path(__file__).resolve().parent
 
 _timings: dict[str, float] = {}
@@ -58,34 +48,6 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def _timed(step: str, started: float) -> None:
     _timings[step] = time.monotonic() - started
-
-
-class RealCluster(KubeCluster):
-    """The cluster of ``hack/cluster.sh``, through the same helpers as the test control plane."""
-
-    def __init__(self, kubeconfig: Path, work_dir: Path) -> None:
-        self.kubeconfig = kubeconfig
-        self.work_dir = work_dir
-        self.kubectl_path = find_kubectl()
-
-
-def cluster_sh(*args: str, timeout: float = 1800) -> str:
-    """Run ``hack/cluster.sh``; its stdout, or the session fails with its output."""
-    proc = subprocess.run(
-        ["bash", str(ROOT / "hack" / "cluster.sh"), *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
-    if proc.returncode != 0:
-        pytest.fail(
-            f"hack/cluster.sh {' '.join(args)} exited {proc.returncode}:\n"
-            f"{proc.stdout[-2000:]}\n{proc.stderr[-4000:]}",
-            pytrace=False,
-        )
-    return proc.stdout
 
 
 @pytest.fixture(scope="session")
@@ -120,59 +82,14 @@ def e2e_image(
 ) -> str:
     """The project's image, built from this checkout and loaded into the node."""
     logs = tmp_path_factory.mktemp("e2e-image")
-    _timings["build base image"] = _script("build-base-image.sh", logs / "base.log", 1200)
-    _timings["build image"] = _script(
+    _timings["build base image"] = run_hack("build-base-image.sh", logs / "base.log", 1200)
+    _timings["build image"] = run_hack(
         "build-image.sh", logs / "image.log", 1200, env={"IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE}
     )
     started = time.monotonic()
     cluster_sh("load", IMAGE, timeout=600)
     _timed("load image", started)
     return IMAGE
-
-
-@dataclass
-class Install:
-    """The installed chart: where things run, and a kubectl for the cluster."""
-
-    kube: RealCluster
-    kubectl: Kubectl
-    image: str
-    system_namespace: str = SYSTEM_NS
-    namespace: str = FLOWS_NS
-    release: str = RELEASE
-
-
-def install_chart(cluster: RealCluster, image: str, helm: Helm) -> Install:
-    """Namespaces (Pod Security ``restricted``) and charts/daskflow from ``image``."""
-    kubectl = Kubectl(cluster)
-    for ns in NAMESPACES:
-        doc = {
-            "apiVersion": "v1",
-            "kind": "Namespace",
-            "metadata": {"name": ns, "labels": PSS_LABELS},
-        }
-        kubectl.run("apply", "-f", "-", input=yaml.safe_dump(doc))
-    repository, tag = image.split(":")
-    values = {
-        "image": {"repository": repository, "tag": tag, "pullPolicy": "Never"},
-        "watchNamespaces": [FLOWS_NS],
-        "operator": {"flowImagePullPolicy": "Never"},
-    }
-    helm.run(
-        "upgrade", "--install", RELEASE, str(CHART), "-n", SYSTEM_NS,
-        "-f", str(helm.values_file(values)), "--wait", "--timeout=5m",
-        kubeconfig=cluster.kubeconfig, timeout=420,
-    )  # fmt: skip
-    return Install(cluster, kubectl, image)
-
-
-def uninstall_chart(install: Install, helm: Helm) -> None:
-    """Every FlowRun (while the operator still runs their finalizers), the release, the
-    namespaces."""
-    install.kube.kubectl("delete", "flowruns", "--all", "-n", FLOWS_NS, "--timeout=120s")
-    helm.run("uninstall", RELEASE, "-n", SYSTEM_NS, "--wait", "--timeout=3m",
-             kubeconfig=install.kube.kubeconfig, check=False, timeout=240)  # fmt: skip
-    install.kube.kubectl("delete", "namespace", *NAMESPACES, "--timeout=120s", timeout=180)
 
 
 @pytest.fixture(scope="session")

@@ -24,42 +24,12 @@ import yaml
 from tests.argocd.lua import INTERPRETERS, Health, run_health
 
 from daskflow.kube.builders import child_name
-from harness.controlplane import KubeCluster
+from harness.realcluster import Kubectl
 from harness.waiting import wait_for
 
 TERMINAL = ("Succeeded", "Failed", "Cancelled")
 COMPONENTS = ("runner", "scheduler", "worker")
 POLL = 1.0
-
-
-class Kubectl:
-    """kubectl against the e2e cluster, JSON in and out; failures raise with stderr."""
-
-    def __init__(self, kube: KubeCluster) -> None:
-        self.kube = kube
-
-    def run(self, *args: str, input: str | None = None, timeout: float = 120) -> str:
-        proc = self.kube.kubectl(*args, input=input, timeout=timeout)
-        if proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)}: {proc.stderr.strip()}")
-        return proc.stdout
-
-    def get(self, kind: str, namespace: str | None, name: str) -> dict[str, Any] | None:
-        where = ["-n", namespace] if namespace else []
-        proc = self.kube.kubectl("get", kind, name, *where, "-o", "json")
-        if proc.returncode != 0:
-            if "NotFound" in proc.stderr:
-                return None
-            raise AssertionError(f"kubectl get {kind} {name}: {proc.stderr.strip()}")
-        obj: dict[str, Any] = json.loads(proc.stdout)
-        return obj
-
-    def list(self, kind: str, namespace: str, selector: str = "") -> list[dict[str, Any]]:
-        args = ["get", kind, "-n", namespace, "-o", "json"]
-        if selector:
-            args += ["-l", selector]
-        items: list[dict[str, Any]] = json.loads(self.run(*args))["items"]
-        return items
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, what: str) -> Any:

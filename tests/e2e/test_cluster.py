@@ -15,9 +15,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from tests.e2e.conftest import RealCluster, cluster_sh
 from tests.e2e.host import CLUSTER_DIR
 
+from harness.hack import cluster_sh
+from harness.realcluster import RealCluster
 from harness.waiting import wait_for
 
 pytestmark = pytest.mark.e2e

@@ -10,8 +10,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from tests.e2e.conftest import Install, operator_pod, operator_ready
+from tests.e2e.conftest import operator_pod, operator_ready
 from tests.e2e.scenario import Scenario
+
+from harness.realcluster import Install
 
 # Bounds this tier promises (README, "Run the operator"); measured values are printed.
 SCHEDULER_LOSS_BOUND = 60.0  # scheduler pod gone → the run has Failed

@@ -11,10 +11,10 @@ import json
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
-from tests.e2e.conftest import Install
 from tests.e2e.scenario import Scenario
 
 from harness.helm import ROOT
+from harness.realcluster import Install
 
 EXAMPLES = ROOT / "examples"
 KUBERNETES = {"backend": "kubernetes"}

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import yaml
 from tests.chart.test_chart import can_i, sa_user
-from tests.e2e.conftest import NAMESPACES, PSS_LABELS, Install
 from tests.e2e.scenario import Scenario
+
+from harness.realcluster import NAMESPACES, PSS_LABELS, Install
 
 RUNNER_RULES = "charts/daskflow/files/rbac/runner-rules.yaml"
 
