@@ -25,6 +25,12 @@ from pathlib import Path
 import psutil
 import yaml
 
+HERE = Path(__file__).resolve().parent
+if str(HERE.parent) not in sys.path:
+    sys.path.insert(0, str(HERE.parent))
+
+from harness.processes import Supervised, alive  # noqa: E402
+
 DASKFLOW = Path(sys.executable).parent / "daskflow"
 
 
@@ -69,18 +75,19 @@ def measure(items: int, after: float, patience: float) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "flow.yaml"
         path.write_text(yaml.safe_dump(manifest(items)))
-        proc = subprocess.Popen(
+        run = Supervised(
             [str(DASKFLOW), "run", str(path), "-o", "json"],
+            name="daskflow run",
             cwd=tmp,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            start_new_session=True,
         )
+        proc = run.popen
         try:
             wait_for_line(proc, "work: Running", timeout=300)
             time.sleep(after)
-            family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(True)]
+            family = run.tree()
             proc.send_signal(signal.SIGINT)
             sent = time.monotonic()
             out: dict[str, object] = {"items": items}
@@ -105,13 +112,11 @@ def measure(items: int, after: float, patience: float) -> dict[str, object]:
                 out["items_status"] = status["tasks"]["work"].get("items")
             except (ValueError, KeyError, TypeError):
                 out["phase"] = None
-            time.sleep(1.0)
-            alive = [p for p in family if p.is_running() and p.status() != "zombie"]
-            out["left_behind"] = [p.pid for p in alive]
+            _, left = psutil.wait_procs(family, timeout=1.0)
+            out["left_behind"] = [p.pid for p in alive(left)]
             return out
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+            run.kill()
             for p in psutil.process_iter():
                 # worker processes that left the group: anything still under our tmp dir
                 try:

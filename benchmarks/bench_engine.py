@@ -53,8 +53,9 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
+for _p in (str(ROOT), str(HERE)):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
 
 import dask  # noqa: E402
 import distributed  # noqa: E402
@@ -64,6 +65,7 @@ import bench_tasks  # noqa: E402
 from bench_common import git_state  # noqa: E402
 from daskflow.engine.flow import FlowEngine  # noqa: E402
 from daskflow.model.validate import parse_flowrun  # noqa: E402
+from harness.processes import Supervised  # noqa: E402
 
 WORKERS = 2
 THREADS = 1
@@ -91,9 +93,10 @@ def serve_cluster() -> None:
         sys.stdin.read()
 
 
-def _start_cluster_process() -> subprocess.Popen[str]:
-    return subprocess.Popen(
+def _start_cluster_process() -> Supervised:
+    return Supervised(
         [sys.executable, __file__, "--serve-cluster"],
+        name="bench cluster",
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -111,19 +114,18 @@ async def cluster_client(mode: str) -> AsyncIterator[Client]:
         return
     proc = _start_cluster_process()
     try:
-        assert proc.stdout is not None
-        address = (await asyncio.to_thread(proc.stdout.readline)).strip()
+        assert proc.popen.stdout is not None
+        address = (await asyncio.to_thread(proc.popen.stdout.readline)).strip()
         if not address:
             raise RuntimeError("the cluster process did not start")
         async with Client(address, asynchronous=True) as client:
             yield client
     finally:
-        assert proc.stdin is not None
-        proc.stdin.close()
-        try:
+        assert proc.popen.stdin is not None
+        proc.popen.stdin.close()  # it closes its LocalCluster and exits
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        proc.stop()
 
 
 async def settle(client: Client, limit: float = 30.0) -> None:
