@@ -22,7 +22,6 @@ import json
 import os
 import re
 import secrets
-import subprocess
 import sys
 import urllib.error
 import urllib.request
@@ -37,7 +36,7 @@ import yaml
 from harness.controlplane import KubeCluster
 from harness.helm import CHART, ROOT, Helm, find_or_build_helm
 from harness.kube import OperatorProcess, get_flowrun, install_crds
-from harness.processes import free_port
+from harness.processes import Supervised, free_port
 from harness.waiting import wait_for
 
 RBAC = CHART / "files" / "rbac"
@@ -1280,24 +1279,22 @@ class ControllerProcess:
             for a in args
         ]
         self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.proc: Supervised | None = None
 
     def start(self) -> None:
         env = {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
         env.pop("KUBERNETES_SERVICE_HOST", None)
-        with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "kopf", *self.args],
-                env=env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        self.proc = Supervised(
+            [sys.executable, "-m", "kopf", *self.args],
+            self.log_path,
+            name="dask-kubernetes controller",
+            env=env,
+        )
         wait_for(self.alive, 60, "the dask-kubernetes controller's liveness endpoint")
 
     def alive(self) -> bool:
         assert self.proc is not None
-        if self.proc.poll() is not None:
+        if not self.proc.running():
             raise AssertionError(
                 f"the controller exited {self.proc.returncode}:\n"
                 + self.log_path.read_text(errors="replace")[-3000:]
@@ -1309,14 +1306,8 @@ class ControllerProcess:
             return False
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, 9)
-            self.proc.wait(10)
+        if self.proc is not None:
+            self.proc.stop(grace=30)
 
 
 @pytest.mark.helm

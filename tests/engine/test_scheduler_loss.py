@@ -9,9 +9,6 @@ outcomes and reported the run Succeeded.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -21,45 +18,34 @@ import pytest
 
 from daskflow.engine.flow import FlowEngine
 from daskflow.model.states import TaskState
+from harness.processes import Supervised
+from harness.waiting import wait_for, wait_for_async
 
-from .helpers import Runner, command, flowrun, states, wait_for
+from .helpers import Runner, command, flowrun, states
 
 BIN = Path(sys.executable).parent
 
 
-def start(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [str(BIN / "dask"), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def start(*args: str) -> Supervised:
+    return Supervised([str(BIN / "dask"), *args], name=f"dask {args[0]}")
 
 
 @pytest.fixture
-def own_cluster(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def own_cluster(tmp_path: Path) -> Iterator[tuple[str, Supervised]]:
     """A scheduler and a worker of this test's own, as processes: the scheduler can die."""
     info = tmp_path / "scheduler.json"
-    scheduler = start(
+    with start(
         "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
         "--scheduler-file", str(info),
-    )  # fmt: skip
-    deadline = time.monotonic() + 60
-    while not info.exists() and time.monotonic() < deadline:
-        time.sleep(0.1)
-    address = json.loads(info.read_text())["address"]
-    worker = start("worker", address, "--nthreads", "2", "--no-dashboard")
-    try:
-        yield address, scheduler
-    finally:
-        for proc in (worker, scheduler):
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
+    ) as scheduler:  # fmt: skip
+        wait_for(info.exists, 60, "the scheduler's address file")
+        address = json.loads(info.read_text())["address"]
+        with start("worker", address, "--nthreads", "2", "--no-dashboard"):
+            yield address, scheduler
 
 
 def test_losing_the_scheduler_fails_the_run_with_scheduler_lost(
-    own_cluster: tuple[str, subprocess.Popen[bytes]],
+    own_cluster: tuple[str, Supervised],
 ) -> None:
     address, scheduler = own_cluster
     raw = flowrun(
@@ -69,8 +55,10 @@ def test_losing_the_scheduler_fails_the_run_with_scheduler_lost(
     )
 
     async def kill_the_scheduler(engine: FlowEngine) -> None:
-        await wait_for(lambda: engine.book.tasks["hold"].state == TaskState.RUNNING)
-        os.killpg(scheduler.pid, signal.SIGKILL)
+        await wait_for_async(
+            lambda: engine.book.tasks["hold"].state == TaskState.RUNNING, 60, "hold Running"
+        )
+        scheduler.kill()
 
     started = time.monotonic()
     status, _ = Runner(address)(raw, during=kill_the_scheduler)

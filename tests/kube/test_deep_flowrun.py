@@ -5,11 +5,11 @@ operator from running the other FlowRuns of its namespace."""
 from __future__ import annotations
 
 import json
-import time
 
 from daskflow.model.reader import MAX_DEPTH
 from harness.controlplane import KubeCluster
 from harness.kube import install_crds, operator_running
+from harness.waiting import wait_for
 
 LEVELS = 9_900  # just under the API server's limit of 10,000
 
@@ -43,12 +43,13 @@ def test_a_flowrun_nested_too_deep_fails_invalid_spec_and_others_still_run(
     create(kube, namespace, "deep", {"name": "a", "call": "m:f", "args": "ARGS"}, deep_args)
     create(kube, namespace, "fine", {"name": "a", "command": ["true"]}, "")
     with operator_running(kube, namespace):
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            deep, fine = (status_of(kube, namespace, n) for n in ("deep", "fine"))
-            if deep.get("phase") == "Failed" and fine.get("phase") == "Succeeded":
-                break
-            time.sleep(0.5)
+        deep, fine = wait_for(
+            lambda: [status_of(kube, namespace, n) for n in ("deep", "fine")],
+            90,
+            "deep to fail and fine to succeed",
+            interval=0.5,
+            until=lambda both: [s.get("phase") for s in both or []] == ["Failed", "Succeeded"],
+        )
     assert (deep.get("phase"), deep.get("reason")) == ("Failed", "InvalidSpec"), deep
     assert f"tasks[0] (a).args: nested deeper than {MAX_DEPTH} levels" in str(deep["message"])
     assert fine.get("phase") == "Succeeded", fine
