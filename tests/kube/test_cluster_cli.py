@@ -23,10 +23,8 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from harness.processes import free_port
-from harness.waiting import wait_for
-from tests.kube.controlplane import ENV_KUBECONFIG, ControlPlane, ControlPlaneError, KubeCluster
-from tests.kube.harness import (
+from harness.controlplane import ENV_KUBECONFIG, ControlPlane, ControlPlaneError, KubeCluster
+from harness.kube import (
     DASKFLOW,
     bind_rules,
     get_flowrun,
@@ -34,6 +32,8 @@ from tests.kube.harness import (
     operator_running,
     wait_for_task_state,
 )
+from harness.processes import free_port
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.kube
 
