@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import apply, get_flowrun, install_crds
+from harness.controlplane import KubeCluster
+from harness.kube import apply, get_flowrun, install_crds
 
 from .test_trace import etl
 
