@@ -129,12 +129,18 @@ class Supervised:
         return "\n".join(text.splitlines()[-lines:])
 
     def tree(self) -> list[psutil.Process]:
-        """The child and its descendants now, plus every one seen before (a descendant that
-        left the process group, or whose parent died, is still ours)."""
+        """The child, its descendants and the rest of its process group now, plus every one
+        seen before (a descendant that left the group, or whose parent died, is still ours)."""
+        found: list[psutil.Process] = []
         with contextlib.suppress(psutil.Error):
             root = psutil.Process(self.pid)
-            for proc in (root, *root.children(recursive=True)):
-                self._seen.setdefault(proc.pid, proc)
+            found += [root, *root.children(recursive=True)]
+        for proc in psutil.process_iter():
+            with contextlib.suppress(OSError):
+                if os.getpgid(proc.pid) == self.pid:
+                    found.append(proc)
+        for proc in found:
+            self._seen.setdefault(proc.pid, proc)
         return alive(list(self._seen.values()))
 
     def signal_group(self, sig: int) -> None:
