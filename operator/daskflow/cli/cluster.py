@@ -66,10 +66,13 @@ def _load(ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(doc, dict):
             raise ManifestError(["(root): a FlowRun manifest must be a mapping"], ref)
         return doc
-    raise ManifestError(
-        [f"{ref}: no such file (a flow written in Python, module:flow, needs daskflow.sdk)"],
-        "command line",
-    )
+    from ..sdk.loading import load_flow
+    from ..sdk.trace import FlowDefinitionError
+
+    try:
+        return load_flow(ref).manifest(**overrides)
+    except FlowDefinitionError as err:
+        raise ManifestError([str(err)], "command line") from None
 
 
 def _watch(conn: Connection, name: str, output: str) -> int:

@@ -38,6 +38,8 @@ from .trace import tracing as _tracing
 if TYPE_CHECKING:
     from types import TracebackType
 
+    from ..remote import Run
+
 Cluster = ClusterSpec  # Cluster(workers=4, threads_per_worker=1, resources=..., env=...)
 
 _REQUIRED: Any = inspect.Parameter.empty
@@ -139,6 +141,44 @@ class Flow:
         flowrun = parse_flowrun(doc, f"flow {self.name!r}")
         status, results = run_flowrun(flowrun, import_paths=script.paths, keep_results=True)
         return RunResult(status["phase"], status, results)
+
+    def submit(
+        self,
+        *,
+        namespace: str | None = None,
+        wait: bool = True,
+        context: str | None = None,
+        kubeconfig: str | None = None,
+        **params: Any,
+    ) -> Run:
+        """Create the FlowRun on a Kubernetes cluster, found as kubectl finds it
+        (``context`` and ``kubeconfig`` as its ``--context`` and ``--kubeconfig``), named
+        ``NAME-xxxxx`` by the API server; ``params`` replace parameter defaults. With
+        ``wait``, follow it to its end, showing progress on stderr as ``daskflow run``
+        does, and return it with its final status (``.phase``, ``.status``); without,
+        return it as created. Raises :class:`~daskflow.remote.RemoteError` with a one-line
+        message for what the cluster refuses (no kubeconfig, no CRD, RBAC...)."""
+        from ..remote import submit
+
+        doc = self.manifest(**params)
+
+        def create(on_status: Callable[[dict[str, Any]], None] | None = None) -> Run:
+            return submit(
+                doc,
+                generate_name=f"{self.name}-",
+                namespace=namespace,
+                context=context,
+                kubeconfig=kubeconfig,
+                wait=on_status is not None,
+                on_status=on_status,
+            )
+
+        if not wait:
+            return create()
+        from ..progress import Progress
+
+        with Progress(self.name) as progress:
+            return create(progress.update)
 
     # -- tracing ---------------------------------------------------------------------------
     def _calls(self) -> list[Node]:
