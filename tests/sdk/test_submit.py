@@ -15,8 +15,8 @@ from kubernetes import client as k8s
 from daskflow import Cluster, flow, shell, task
 from daskflow.examples import text
 from daskflow.remote import RemoteError
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import DASKFLOW, get_flowrun, install_crds, operator_running
+from harness.controlplane import KubeCluster
+from harness.kube import DASKFLOW, get_flowrun, install_crds, operator_running
 
 pytestmark = pytest.mark.kube
 

@@ -251,7 +251,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "status on stdout. Exit codes: 0 created (with --watch: Succeeded), 1 Failed or "
         "Cancelled or the API server unreachable, 2 invalid input or refused by the cluster.",
     )
-    submit.add_argument("flow", metavar="FILE", help="the FlowRun manifest (YAML or JSON)")
+    submit.add_argument(
+        "flow",
+        metavar="FILE|MODULE:FLOW",
+        help="the FlowRun manifest (YAML or JSON), or a flow written in Python, myflow:etl",
+    )
     submit.add_argument(
         "--set",
         action="append",
