@@ -61,6 +61,8 @@ def test_export_prints_the_manifest_that_daskflow_validate_accepts(flows: UserPr
         ("jobs.broken:f", "importing jobs.broken failed: ZeroDivisionError: division by zero"),
         ("jobs.flows:twice --set y=1", "flow 'twice' has no parameter 'y' (its parameters: x)"),
         ("jobs.cyclic:loop", "flow 'loop' is invalid:\n  - tasks[0] (double).dependsOn: "),
+        ("jobs.typo:typo", "tracing the flow failed: NameError: name 'dubble' is not defined"),
+        ("jobs.runs:runs", "importing jobs.runs runs the flow (.run() at its top level): put"),
     ],
 )
 def test_export_errors_name_the_problem_with_exit_code_2(
@@ -77,6 +79,29 @@ def test_export_errors_name_the_problem_with_exit_code_2(
         def loop() -> None:
             a = double(1)
             a.after(double(a))
+        """,
+    )
+    flows.module(
+        "src/jobs/typo.py",
+        """
+        from daskflow import flow
+
+        @flow
+        def typo() -> None:
+            dubble(1)
+        """,
+    )
+    flows.module(
+        "src/jobs/runs.py",
+        """
+        from daskflow import flow
+        from jobs.flows import double
+
+        @flow
+        def runs() -> None:
+            double(1)
+
+        runs.run()  # Prefect 1 style: no __name__ test
         """,
     )
     proc = flows.daskflow("export", *ref.split())

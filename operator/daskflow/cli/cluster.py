@@ -66,11 +66,11 @@ def _load(ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
         if not isinstance(doc, dict):
             raise ManifestError(["(root): a FlowRun manifest must be a mapping"], ref)
         return doc
-    from ..sdk.loading import load_flow
+    from ..sdk.loading import flow_manifest
     from ..sdk.trace import FlowDefinitionError
 
     try:
-        return load_flow(ref).manifest(**overrides)
+        return flow_manifest(ref, overrides)
     except FlowDefinitionError as err:
         raise ManifestError([str(err)], "command line") from None
 

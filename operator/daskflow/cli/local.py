@@ -73,12 +73,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from ..sdk.loading import load_flow
+    from ..sdk.loading import flow_manifest
     from ..sdk.trace import FlowDefinitionError
 
     try:
-        flow = load_flow(args.flow)
-        doc = flow.manifest(**parse_set(args.set))
+        doc = flow_manifest(args.flow, parse_set(args.set))
     except (FlowDefinitionError, ManifestError) as err:
         print(f"daskflow export: {err}", file=sys.stderr)
         return EXIT_INVALID

@@ -13,7 +13,9 @@ import re
 import sys
 import traceback
 from pathlib import Path
+from typing import Any
 
+from . import script
 from .flows import Flow
 from .trace import FlowDefinitionError
 
@@ -39,10 +41,11 @@ def load_flow(ref: str) -> Flow:
     for path in reversed(project_paths()):
         if str(path) not in sys.path:
             sys.path.insert(0, str(path))
+    script.exporting.append(module_name)
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as err:
-        if err.name is not None and module_name.startswith(err.name):
+        if err.name is not None and f"{module_name}.".startswith(f"{err.name}."):
             where = ", ".join(str(p) for p in project_paths())
             raise FlowDefinitionError(
                 f"{ref}: no module {err.name!r} here ({where}) nor installed"
@@ -52,6 +55,8 @@ def load_flow(ref: str) -> Flow:
         raise
     except Exception as err:
         raise FlowDefinitionError(f"{ref}: importing {module_name} failed: {_said(err)}") from None
+    finally:
+        script.exporting.pop()
     found = getattr(module, attr, None)
     if isinstance(found, Flow):
         return found
@@ -63,6 +68,21 @@ def load_flow(ref: str) -> Flow:
         f"{ref} is a {type(found).__name__}, not a flow{known}: decorate the function "
         "with @flow, or define it with `with Flow(...) as NAME:`"
     )
+
+
+def flow_manifest(ref: str, params: dict[str, Any]) -> dict[str, Any]:
+    """The FlowRun of the flow named by ``module:name``, for a command line: whatever goes
+    wrong, the flow's own code included, is a :class:`FlowDefinitionError` or a
+    :class:`~daskflow.model.validate.ManifestError` with one message."""
+    from ..model.validate import ManifestError
+
+    flow = load_flow(ref)
+    try:
+        return flow.manifest(**params)
+    except (FlowDefinitionError, ManifestError):
+        raise
+    except Exception as err:
+        raise FlowDefinitionError(f"{ref}: tracing the flow failed: {_said(err)}") from None
 
 
 def _said(err: BaseException) -> str:

@@ -9,7 +9,8 @@ in. For a task defined in the script being run (``python myflow.py``: module
 Local workers are started by multiprocessing, which imports the script again in each
 worker process: a ``flow.run()`` at the script's top level, outside
 ``if __name__ == "__main__":``, would run there too. That is refused before any process
-starts, as is a run started from inside a Dask worker.
+starts, as is a run started from inside a Dask worker, or by a module that ``daskflow
+export`` imports.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 from .trace import FlowDefinitionError
 
 GUARD = 'if __name__ == "__main__":'
+# The module daskflow is importing to find a flow in it (daskflow export, submit), if any.
+exporting: list[str] = []
 
 
 @dataclass
@@ -40,6 +43,11 @@ def local_script(flow: str, targets: list[Any]) -> LocalScript:
     (tasks) from; raises :class:`FlowDefinitionError` when they cannot, or when this
     process is no place to start a run."""
     _refuse_in_a_worker(flow)
+    if exporting:
+        raise FlowDefinitionError(
+            f"flow {flow!r}: importing {exporting[-1]} runs the flow (.run() at its top level):"
+            f" put the call under `{GUARD}`"
+        )
     main = sys.modules.get("__main__")
     _refuse_unguarded(flow, main)
     script = _main_module(main)
