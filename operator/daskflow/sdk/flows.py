@@ -28,12 +28,12 @@ from .trace import (
     Node,
     Param,
     Result,
+    Tracing,
     current,
     dns_name,
     to_manifest,
     user_location,
 )
-from .trace import tracing as _tracing
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -93,7 +93,7 @@ class Flow:
         self.defaults: dict[str, Any] = {}  # parameter -> default (_REQUIRED: none)
         self._body: Callable[..., object] | None = None
         self._graph: Graph | None = None
-        self._open: _tracing | None = None
+        self._open: Tracing | None = None
 
     def __repr__(self) -> str:
         return f"<flow {self.name!r}>"
@@ -102,7 +102,7 @@ class Flow:
     def __enter__(self) -> Flow:
         if self._body is not None or self._graph is not None:
             raise FlowDefinitionError(f"flow {self.name!r} is defined already{user_location()}")
-        self._open = _tracing(Graph(self.name, owner=self))
+        self._open = Tracing(Graph(self.name, owner=self))
         self._open.__enter__()
         return self
 
@@ -201,7 +201,7 @@ class Flow:
             )
         graph = Graph(self.name)
         args = {name: graph.param(name) for name in self.defaults}
-        with _tracing(graph):
+        with Tracing(graph):
             body(**args)
         self._graph = graph
         return graph

@@ -288,8 +288,8 @@ def current() -> Graph | None:
     return _CURRENT.get()
 
 
-class tracing:
-    """``with tracing(graph):`` makes task calls record into ``graph``."""
+class Tracing:
+    """``with Tracing(graph):`` makes task calls record into ``graph``."""
 
     def __init__(self, graph: Graph) -> None:
         self.graph = graph
