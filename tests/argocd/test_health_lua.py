@@ -6,7 +6,7 @@ only what Argo CD gives a health script, without the string, math, io and os lib
 (os.time/os.date in "argocd" mode, no os at all in "noos" mode).
 
 The statuses come from the operator's own code wherever it has a function for them
-(StatusBook, end_run, succeeded_condition), so a change to the status contract shows here.
+(RunState, end_run, succeeded_condition), so a change to the status contract shows here.
 """
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pytest
 import yaml
 
 from daskflow.kube.status import succeeded_condition
+from daskflow.model.events import AttemptFailed, RunEnded, RunStarted, TaskEnded, TaskStarted
+from daskflow.model.runstate import RunState, end_run
 from daskflow.model.states import Phase, TaskState
-from daskflow.model.status import StatusBook, end_run
 from tests.argocd.lua import (
     HEALTH_LUA,
     INTERPRETERS,
@@ -83,52 +84,53 @@ def operator_pending() -> dict[str, Any]:
     )
 
 
-def book_running(retrying: bool = False) -> StatusBook:
-    book = StatusBook(TASKS)
-    book.mark_phase(Phase.RUNNING)
-    book.mark_task("extract", TaskState.RUNNING, attempts=1)
-    book.mark_task("extract", TaskState.SUCCEEDED)
-    book.mark_task("transform", TaskState.RUNNING, attempts=1)
+T = "2026-12-03T10:00:00Z"
+
+
+def state_running(retrying: bool = False) -> RunState:
+    state = RunState.new(TASKS)
+    state.apply(RunStarted(T))
+    state.apply(TaskStarted("extract", 1, T))
+    state.apply(TaskEnded("extract", TaskState.SUCCEEDED, T))
+    state.apply(TaskStarted("transform", 1, T))
     if retrying:
-        book.mark_task("transform", TaskState.RETRYING, message="OSError: disk busy")
-    return book
+        state.apply(AttemptFailed("transform", 1, "OSError: disk busy", T))
+    return state
 
 
 def running(retrying: bool = False) -> dict[str, Any]:
-    return written(book_running(retrying).to_dict())
+    return written(state_running(retrying).to_dict())
 
 
 def succeeded(skip_report: bool = False) -> dict[str, Any]:
-    book = StatusBook(TASKS)
-    book.mark_phase(Phase.RUNNING)
+    state = RunState.new(TASKS)
+    state.apply(RunStarted(T))
     for name in TASKS:
         if skip_report and name == "report":
-            book.mark_task(name, TaskState.SKIPPED)
+            state.apply(TaskEnded(name, TaskState.SKIPPED, T))
         else:
-            book.mark_task(name, TaskState.SUCCEEDED, attempts=1)
-    message = "3 of 4 tasks succeeded (1 skipped)" if skip_report else "4 of 4 tasks succeeded"
-    book.mark_phase(Phase.SUCCEEDED, message, "Succeeded")
-    return written(book.to_dict())
+            state.apply(TaskEnded(name, TaskState.SUCCEEDED, T, attempts=1))
+    state.apply(RunEnded(T))
+    return written(state.to_dict())
 
 
 def tasks_failed() -> dict[str, Any]:
-    book = book_running()
-    book.mark_task(
-        "transform",
-        TaskState.FAILED,
-        attempts=3,
-        message='Traceback (most recent call last):\n  File "etl.py", line 31\n'
-        "ValueError: bad row 17 in part-0003.csv",
-    )
-    book.mark_task("load", TaskState.UPSTREAM_FAILED)
-    book.mark_task("report", TaskState.UPSTREAM_FAILED)
-    book.mark_phase(Phase.FAILED, "1 of 4 tasks failed: transform", "TasksFailed")
-    return written(book.to_dict())
+    state = state_running()
+    message = 'Traceback (most recent call last):\n  File "etl.py", line 31\n'
+    message += "ValueError: bad row 17 in part-0003.csv"
+    state.apply(TaskEnded("transform", TaskState.FAILED, T, message, attempts=3))
+    state.apply(TaskEnded("load", TaskState.UPSTREAM_FAILED, T))
+    state.apply(TaskEnded("report", TaskState.UPSTREAM_FAILED, T))
+    state.apply(RunEnded(T))
+    return written(state.to_dict())
 
 
-def ended(base: dict[str, Any], phase: Phase, reason: str, message: str) -> dict[str, Any]:
-    """A run ended by force, as the operator does it (Operator.end -> end_run)."""
-    return written(end_run(base, phase, reason, message))
+def ended(
+    base: dict[str, Any], phase: Phase, reason: str, message: str, names: list[str] = TASKS
+) -> dict[str, Any]:
+    """A run ended by force, as the operator does it (Operator.end -> end_run, with the
+    names of the tasks; a runner that cannot read the spec knows none)."""
+    return written(end_run(base, phase, reason, message, names))
 
 
 CANCEL_MESSAGE = "cancelled: spec.cancel is true"
@@ -161,7 +163,7 @@ CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str | None]] = {
         "Pending: Starting: waiting for the runner and the Dask cluster",
     ),
     "pending in the runner": (
-        lambda: flowrun(written(StatusBook(TASKS).to_dict())),
+        lambda: flowrun(written(RunState.new(TASKS).to_dict())),
         "Progressing",
         "Pending (0/4 tasks succeeded)",
     ),
@@ -207,10 +209,13 @@ CASES: dict[str, tuple[Callable[[], dict[str, Any]], str, str | None]] = {
             )
         ),
         "Degraded",
-        "Failed: ClusterStartTimeout: the Dask cluster was not ready within 300s",
+        "Failed (0/4 tasks succeeded): ClusterStartTimeout: "
+        "the Dask cluster was not ready within 300s",
     ),
     "invalid spec": (
-        lambda: flowrun(ended({}, Phase.FAILED, "InvalidSpec", "spec.tasks[1]: unknown field")),
+        lambda: flowrun(
+            ended({}, Phase.FAILED, "InvalidSpec", "spec.tasks[1]: unknown field", names=[])
+        ),
         "Degraded",
         "Failed: InvalidSpec: spec.tasks[1]: unknown field",
     ),
@@ -289,16 +294,16 @@ def test_a_long_failure_message_reaches_argo_whole(lua: str) -> None:
 
 def test_a_500_task_run(lua: str) -> None:
     names = [f"t{i}" for i in range(500)]
-    book = StatusBook(names)
-    book.mark_phase(Phase.RUNNING)
+    state = RunState.new(names)
+    state.apply(RunStarted(T))
     for i, name in enumerate(names):
         if i % 5 == 0:
-            book.mark_task(name, TaskState.SUCCEEDED)
+            state.apply(TaskEnded(name, TaskState.SUCCEEDED, T))
         elif i % 5 == 1:
-            book.mark_task(name, TaskState.RUNNING)
+            state.apply(TaskStarted(name, 1, T))
         elif i % 5 == 2:
-            book.mark_task(name, TaskState.FAILED, message="boom " * 100)
-    health = run_health(lua, flowrun(written(book.to_dict())))
+            state.apply(TaskEnded(name, TaskState.FAILED, T, "boom " * 100))
+    health = run_health(lua, flowrun(written(state.to_dict())))
     assert health == Health(
         "Progressing", "Running (100/500 tasks succeeded, 100 running, 100 failed)"
     )

@@ -137,7 +137,7 @@ def test_status_callback_is_coalesced_and_the_final_status_always_delivered(
         on_status=delivered.append,
         status_interval=0.5,
     )
-    changes = engine.book.version
+    changes = engine.state.version
     assert status["tasks"]["b"]["result"] == 300
     assert 2 <= len(delivered) < changes  # fewer deliveries than changes
     assert engine.sink.deliveries == len(delivered)
@@ -276,3 +276,19 @@ def test_cancel_before_run_runs_nothing(dask_address: str, tmp_path: Path) -> No
     assert status["message"] == "not today"
     assert states(status) == {"a": "Cancelled", "b": "Cancelled"}
     assert executions(marker) == 0
+
+
+def test_resume_keeps_every_field_of_a_finished_task(run: Runner, tmp_path: Path) -> None:
+    """Resuming adopts a finished task's record whole: retries, message, times, result."""
+    flag = tmp_path / "failed-once"
+    raw = flowrun(
+        command("flaky", "sh", "-c", f"test -e {flag} || {{ touch {flag}; exit 1; }}", retries=1),
+        call("after", "identity", "$(tasks.flaky.result)"),
+    )
+    previous, _ = run(raw)
+    assert previous["tasks"]["flaky"]["retries"] == 1
+    previous["tasks"]["after"] = {"state": "Pending", "attempts": 0}
+    previous["phase"] = "Running"
+    status, _ = run(raw, previous_status=previous)
+    assert status["phase"] == "Succeeded"
+    assert status["tasks"]["flaky"] == previous["tasks"]["flaky"]

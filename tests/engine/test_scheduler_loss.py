@@ -56,7 +56,7 @@ def test_losing_the_scheduler_fails_the_run_with_scheduler_lost(
 
     async def kill_the_scheduler(engine: FlowEngine) -> None:
         await wait_for_async(
-            lambda: engine.book.tasks["hold"].state == TaskState.RUNNING, 60, "hold Running"
+            lambda: engine.state.tasks["hold"].state == TaskState.RUNNING, 60, "hold Running"
         )
         scheduler.kill()
 

@@ -152,19 +152,35 @@ def test_terminal_phase_and_task_states_never_move(crds: KubeCluster, namespace:
 
 def test_status_fields_survive_schema_pruning(crds: KubeCluster, namespace: str) -> None:
     """Every field the status book writes is declared, so the API server keeps it."""
-    from daskflow.model.states import Phase, TaskState
-    from daskflow.model.status import ItemCounts, StatusBook
+    from daskflow.model.events import (
+        AttemptFailed,
+        ItemsEnded,
+        MapStarted,
+        RunStarted,
+        TaskEnded,
+        TaskReported,
+        TaskStarted,
+        WorkerLost,
+    )
+    from daskflow.model.runstate import RunState
+    from daskflow.model.states import TaskState
 
-    book = StatusBook(["extract", "report"])
-    book.mark_phase(Phase.RUNNING)
-    book.mark_task("extract", TaskState.RUNNING, attempts=1)
-    book.set_items("extract", ItemCounts(total=3, succeeded=1, failed=1), [2])
-    book.tasks["extract"].retries = 2
-    book.count_lost("extract")
-    book.mark_task("extract", TaskState.FAILED, message="boom", reason="WorkerDied")
-    book.mark_task("report", TaskState.SUCCEEDED)
-    book.set_task_details("report", result=(True, {"rows": [1, 2]}))
-    status = book.to_dict()
+    t = "2026-12-03T10:00:00Z"
+    state = RunState.new(["extract", "report"], mapped=["extract"])
+    for event in (
+        RunStarted(t),
+        MapStarted("extract", 3, t),
+        ItemsEnded("extract", succeeded=1, failed=1, failed_items=(2,)),
+        AttemptFailed("extract", 1, "OSError", t),
+        AttemptFailed("extract", 1, "OSError", t),
+        WorkerLost("extract", 0, 1, "its worker died", t),
+        TaskEnded("extract", TaskState.FAILED, t, "boom", attempts=1, reason="WorkerDied"),
+        TaskStarted("report", 1, t),
+        TaskEnded("report", TaskState.SUCCEEDED, t),
+        TaskReported("report", 1, t, t, '{"rows":[1,2]}'),
+    ):
+        state.apply(event)
+    status = state.to_dict()
     apply(crds, _flowrun("pruning"), namespace)
     result = crds.kubectl(
         "patch",

@@ -6,6 +6,8 @@ import itertools
 
 import pytest
 
+from daskflow.model.events import NOTHING, RunEnded, RunStarted, TaskEnded, TaskStarted
+from daskflow.model.runstate import RunState
 from daskflow.model.states import (
     PHASE_TERMINAL,
     TASK_TERMINAL,
@@ -17,7 +19,9 @@ from daskflow.model.states import (
     check_phase_transition,
     check_task_transition,
 )
-from daskflow.model.status import StatusBook
+from daskflow.model.status import StatusBook, TaskRecord
+
+T = "2026-12-03T10:00:00Z"
 
 
 def test_the_contract_names_states_and_phases() -> None:
@@ -55,11 +59,13 @@ def test_a_terminal_task_never_moves(current: TaskState, new: TaskState) -> None
     with pytest.raises(IllegalTransition):
         check_task_transition("t", current, new)
     book = StatusBook(["t"])
-    book.tasks["t"].state = current
-    version = book.version
-    assert book.mark_task("t", new, message="late", attempts=9) is False
-    assert book.tasks["t"].state == current
-    assert book.version == version
+    book.tasks["t"] = TaskRecord(current)
+    state = RunState(book)
+    version = state.version
+    late = TaskEnded("t", new, T, "late", 9) if new.terminal else TaskStarted("t", 9, T)
+    assert state.apply(late) == NOTHING  # a late event changes nothing
+    assert state.tasks["t"].state == current
+    assert state.version == version
 
 
 @pytest.mark.parametrize(
@@ -72,8 +78,9 @@ def test_a_terminal_phase_never_moves(current: Phase, new: Phase) -> None:
         check_phase_transition(current, new)
     book = StatusBook(["t"])
     book.phase = current
-    assert book.mark_phase(new, "late") is False
-    assert book.phase == current
+    state = RunState(book)
+    assert state.apply(RunStarted(T)) == state.apply(RunEnded(T)) == NOTHING
+    assert state.phase == current
 
 
 @pytest.mark.parametrize("state", list(TaskState))
@@ -104,3 +111,12 @@ def test_nothing_goes_back_to_pending() -> None:
     for state in TaskState:
         if state != TaskState.PENDING:
             assert not can_move_task(state, TaskState.PENDING)
+
+
+def test_run_state_refuses_a_move_the_table_forbids() -> None:
+    book = StatusBook(["t"])
+    book.tasks["t"] = TaskRecord(TaskState.RETRYING)
+    state = RunState(book)
+    with pytest.raises(IllegalTransition, match="'t' cannot move from Retrying to Skipped"):
+        state.apply(TaskEnded("t", TaskState.SKIPPED, T))
+    assert state.tasks["t"].state == TaskState.RETRYING

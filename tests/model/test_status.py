@@ -4,10 +4,41 @@ from __future__ import annotations
 
 import json
 
+from daskflow.model.events import (
+    AttemptFailed,
+    ItemsEnded,
+    ItemsRunning,
+    MapStarted,
+    RunEnded,
+    RunStarted,
+    TaskEnded,
+    TaskReported,
+    TaskStarted,
+    WorkerLost,
+)
+from daskflow.model.runstate import RunState, end_run
 from daskflow.model.states import Phase, TaskState
-from daskflow.model.status import FAILED_ITEMS_LIMIT, ItemCounts, StatusBook, end_run, small_json
+from daskflow.model.status import (
+    FAILED_ITEMS_LIMIT,
+    ItemCounts,
+    StatusBook,
+    TaskRecord,
+    result_json,
+)
 
 BOUND = 256 * 1024
+T0, T1 = "2026-12-03T10:00:00Z", "2026-12-03T10:00:05Z"
+
+
+def ended_book(names: list[str], message: str) -> StatusBook:
+    book = StatusBook(names)
+    book.phase, book.message, book.reason = Phase.FAILED, message, "TasksFailed"
+    book.start_time = book.completion_time = T0
+    return book
+
+
+def succeeded_with(result: object, message: str | None = None) -> TaskRecord:
+    return TaskRecord(TaskState.SUCCEEDED, 1, message=message, result=result, has_result=True)
 
 
 def size(status: dict[str, object]) -> int:
@@ -15,14 +46,14 @@ def size(status: dict[str, object]) -> int:
 
 
 def test_a_small_run_keeps_everything() -> None:
-    book = StatusBook(["a", "b"])
-    book.mark_phase(Phase.RUNNING)
-    book.mark_task("a", TaskState.RUNNING, attempts=1)
-    book.set_task_details("a", result=small_json({"rows": 3}))
-    book.mark_task("a", TaskState.SUCCEEDED)
-    book.mark_task("b", TaskState.FAILED, message="ValueError: boom", attempts=2)
-    book.mark_phase(Phase.FAILED, "1 of 2 tasks failed: b", "TasksFailed")
-    status = book.to_dict()
+    state = RunState.new(["a", "b"])
+    state.apply(RunStarted(T0))
+    state.apply(TaskStarted("a", 1, T0))
+    state.apply(TaskReported("a", 1, T0, T1, result_json({"rows": 3})))
+    state.apply(TaskEnded("a", TaskState.SUCCEEDED, T1))
+    state.apply(TaskEnded("b", TaskState.FAILED, T1, "ValueError: boom", attempts=2))
+    state.apply(RunEnded(T1))
+    status = state.to_dict()
     assert status["phase"] == "Failed"
     assert status["message"] == "1 of 2 tasks failed: b"
     assert {"startTime", "completionTime"} <= status.keys()
@@ -41,20 +72,21 @@ def test_a_small_run_keeps_everything() -> None:
 
 
 def test_results_are_kept_only_when_json_and_at_most_1_kib() -> None:
-    assert small_json("x" * 1000) == (True, "x" * 1000)
-    assert small_json("x" * 1023)[0] is False  # 1025 bytes with its quotes
-    assert small_json(list(range(300)))[0] is False
-    assert small_json({1, 2})[0] is False
-    assert small_json(float("nan"))[0] is False
-    assert small_json(object())[0] is False
-    assert small_json(None) == (True, None)
+    assert result_json("x" * 1000) == '"' + "x" * 1000 + '"'
+    assert result_json("x" * 1023) is None  # 1025 bytes with its quotes
+    assert result_json(list(range(300))) is None
+    assert result_json({1, 2}) is None
+    assert result_json(float("nan")) is None
+    assert result_json(object()) is None
+    assert result_json(None) == "null"
 
 
 def test_mapped_tasks_carry_item_counts_and_failed_items() -> None:
-    book = StatusBook(["m"])
-    counts = ItemCounts(total=10, succeeded=5, failed=3, running=1)
-    book.set_items("m", counts, [9, 2, 4])
-    rec = book.to_dict()["tasks"]["m"]
+    state = RunState.new(["m"], mapped=["m"])
+    state.apply(MapStarted("m", 10, T0))
+    state.apply(ItemsRunning("m", 1))
+    state.apply(ItemsEnded("m", succeeded=5, failed=3, failed_items=(9, 2, 4)))
+    rec = state.to_dict()["tasks"]["m"]
     assert rec["items"] == {
         "total": 10,
         "succeeded": 5,
@@ -65,29 +97,31 @@ def test_mapped_tasks_carry_item_counts_and_failed_items() -> None:
         "pending": 1,
     }
     assert rec["failedItems"] == [2, 4, 9]
-    book.set_items("m", counts, list(range(100, 0, -1)))
-    assert book.to_dict()["tasks"]["m"]["failedItems"] == list(range(1, FAILED_ITEMS_LIMIT + 1))
+    state.apply(ItemsEnded("m", failed=1, failed_items=tuple(range(100, 0, -1))))
+    assert state.to_dict()["tasks"]["m"]["failedItems"] == list(range(1, FAILED_ITEMS_LIMIT + 1))
 
 
 def test_size_bound_500_tasks_100k_items() -> None:
     """Worst case of the contract: 500 tasks with long names, long messages and ~1 KiB
     results, and 100,000 mapped items in total, many of them failed."""
     names = [f"task-{i:03d}-" + "x" * 54 for i in range(500)]  # 63 characters, the maximum
-    book = StatusBook(names)
-    book.mark_phase(Phase.RUNNING)
+    book = ended_book(names, "M" * 100_000)
     for i, name in enumerate(names):
-        book.mark_task(name, TaskState.RUNNING, attempts=1)
         if i % 5 == 0:  # 100 mapped tasks of 1,000 items each: 100,000 items
-            counts = ItemCounts(total=1000, succeeded=500, failed=500)
-            book.set_items(name, counts, list(range(0, 1000, 2)))
-            book.mark_task(name, TaskState.FAILED, message="E" * 10_000, attempts=101)
+            book.tasks[name] = TaskRecord(
+                TaskState.FAILED,
+                attempts=101,
+                message="E" * 10_000,
+                items=ItemCounts(total=1000, succeeded=500, failed=500),
+                failed_items=list(range(0, 1000, 2))[:FAILED_ITEMS_LIMIT],
+            )
         elif i % 2:
-            book.set_task_details(name, result=small_json("r" * 1000))
-            book.mark_task(name, TaskState.SUCCEEDED, message="m" * 5000)
+            book.tasks[name] = TaskRecord(
+                TaskState.SUCCEEDED, 1, message="m" * 5000, result="r" * 1000, has_result=True
+            )
         else:
-            book.mark_task(name, TaskState.UPSTREAM_FAILED, message="é" * 5000)
+            book.tasks[name] = TaskRecord(TaskState.UPSTREAM_FAILED, 1, message="é" * 5000)
         book.tasks[name].retries = 100
-    book.mark_phase(Phase.FAILED, "M" * 100_000, "TasksFailed")
     status = book.to_dict()
     assert size(status) < BOUND
     assert len(status["tasks"]) == 500  # every task is still there, with its state
@@ -100,17 +134,16 @@ def test_size_bound_500_tasks_100k_items() -> None:
 
 def test_size_bound_holds_while_running_and_for_the_yaml_output() -> None:
     book = StatusBook([f"t{i}" for i in range(500)])
-    book.mark_phase(Phase.RUNNING)
-    for i in range(500):
-        book.mark_task(f"t{i}", TaskState.RETRYING, message="x" * 3000, attempts=50)
+    book.phase = Phase.RUNNING
+    for rec in book.tasks.values():
+        rec.state, rec.message, rec.attempts = TaskState.RETRYING, "x" * 3000, 50
     assert size(book.to_dict()) < BOUND
 
 
 def test_trimming_only_when_needed() -> None:
     book = StatusBook([f"t{i}" for i in range(50)])
-    for i in range(50):
-        book.set_task_details(f"t{i}", result=small_json("r" * 900))
-        book.mark_task(f"t{i}", TaskState.SUCCEEDED, message="done")
+    for name in book.tasks:
+        book.tasks[name] = succeeded_with("r" * 900, message="done")
     status = book.to_dict()
     assert "truncated" not in status
     assert all(rec["result"] == "r" * 900 for rec in status["tasks"].values())
@@ -122,12 +155,10 @@ def test_trimming_keeps_as_many_results_as_fit_next_to_long_messages() -> None:
     ok = [f"ok-{i:03d}" for i in range(250)]
     bad = [f"bad-{i:03d}" for i in range(250)]
     book = StatusBook(ok + bad)
-    book.mark_phase(Phase.RUNNING)
     for name in ok:
-        book.set_task_details(name, result=small_json("r" * 1000))
-        book.mark_task(name, TaskState.SUCCEEDED)
+        book.tasks[name] = succeeded_with("r" * 1000)
     for name in bad:
-        book.mark_task(name, TaskState.FAILED, message="ValueError: " + "e" * 5000, attempts=1)
+        book.tasks[name] = TaskRecord(TaskState.FAILED, 1, message="ValueError: " + "e" * 5000)
     status = book.to_dict()
     assert size(status) < BOUND
     assert status["truncated"] is True
@@ -138,11 +169,12 @@ def test_trimming_keeps_as_many_results_as_fit_next_to_long_messages() -> None:
 
 
 def test_a_run_ended_by_force_counts_its_unfinished_items_as_cancelled() -> None:
-    book = StatusBook(["m"])
-    book.mark_phase(Phase.RUNNING)
-    book.mark_task("m", TaskState.RUNNING)
-    book.set_items("m", ItemCounts(total=5000, succeeded=11, failed=1, running=4), [3])
-    status = end_run(book.to_dict(), Phase.CANCELLED, "Cancelled", "cancelled")
+    state = RunState.new(["m"], mapped=["m"])
+    state.apply(RunStarted(T0))
+    state.apply(MapStarted("m", 5000, T0))
+    state.apply(ItemsRunning("m", 4))
+    state.apply(ItemsEnded("m", succeeded=11, failed=1, failed_items=(3,)))
+    status = end_run(state.to_dict(), Phase.CANCELLED, "Cancelled", "cancelled")
     items = status["tasks"]["m"]["items"]
     assert items == {
         "total": 5000,
@@ -156,13 +188,13 @@ def test_a_run_ended_by_force_counts_its_unfinished_items_as_cancelled() -> None
 
 
 def test_a_task_whose_worker_died_says_so() -> None:
-    book = StatusBook(["a", "b"])
-    book.mark_task("a", TaskState.RUNNING, attempts=1)
-    book.count_lost("a", 2)
-    book.mark_task("a", TaskState.FAILED, message="its worker died", reason="WorkerDied")
-    book.count_lost("b")
-    book.mark_task("b", TaskState.SUCCEEDED, attempts=2)
-    a, b = book.to_dict()["tasks"]["a"], book.to_dict()["tasks"]["b"]
+    state = RunState.new(["a", "b"])
+    state.apply(TaskStarted("a", 1, T0))
+    state.apply(WorkerLost("a", None, 2, "its worker died", T0))
+    state.apply(TaskEnded("a", TaskState.FAILED, T1, "its worker died", reason="WorkerDied"))
+    state.apply(WorkerLost("b", None, 1, "its worker died", T0))
+    state.apply(TaskEnded("b", TaskState.SUCCEEDED, T1, attempts=2))
+    a, b = state.to_dict()["tasks"]["a"], state.to_dict()["tasks"]["b"]
     assert (a["reason"], a["lostAttempts"]) == ("WorkerDied", 2)
     assert "reason" not in b  # a reason says why a task failed
     assert b["lostAttempts"] == 1
@@ -183,3 +215,21 @@ def test_end_run_adds_up_items_read_in_the_middle_of_an_update() -> None:
         "running": 0,
         "pending": 0,
     }
+
+
+def test_a_status_reads_back_as_it_was_written() -> None:
+    """from_dict is the one way to take a run over: every field of a record survives."""
+    state = RunState.new(["a", "m"], mapped=["m"])
+    state.apply(RunStarted(T0))
+    state.apply(TaskStarted("a", 1, T0))
+    state.apply(AttemptFailed("a", 1, "OSError: busy", T0))
+    state.apply(WorkerLost("a", None, 1, "its worker died", T0))
+    state.apply(TaskReported("a", 3, T0, T1, result_json([1, "x"])))
+    state.apply(TaskEnded("a", TaskState.SUCCEEDED, T1))
+    state.apply(MapStarted("m", 4, T0))
+    state.apply(ItemsRunning("m", 1))
+    state.apply(ItemsEnded("m", succeeded=2, failed=1, failed_items=(3,)))
+    status = state.to_dict()
+    assert status["tasks"]["a"]["retries"] == 1
+    assert status["tasks"]["a"]["lostAttempts"] == 1
+    assert RunState.from_dict(status).to_dict() == status

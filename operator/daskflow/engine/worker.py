@@ -12,7 +12,6 @@ import contextlib
 import contextvars
 import functools
 import importlib
-import json
 import os
 import random
 import signal
@@ -22,12 +21,11 @@ import threading
 import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..model.refs import Ref, format_value, substitute
-from ..model.status import RESULT_LIMIT, clip
+from ..model.status import clip, now_iso, result_json
 from .deaths import attempt_slots, previous_deaths
 from .workerprocess import task_output
 
@@ -97,10 +95,6 @@ class TaskRuntime:
     timeout: float | None
     report: bool  # send start/done events (single tasks; mapped items only report retries)
     static: Mapping[str, Any]  # values of the $(params.X) and $(flowrun.X) references
-
-
-def utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def truthy(value: Any) -> bool:
@@ -234,21 +228,6 @@ def _call_with_timeout(fn: Any, args: list[Any], kwargs: dict[str, Any], timeout
     return box.get("value")
 
 
-def result_json(value: Any, limit: int = RESULT_LIMIT) -> str | None:
-    """The value as JSON text if it is JSON and at most ``limit`` bytes, else None.
-
-    Results travel to the client as text: Dask's own messages would turn lists into
-    tuples, and the status must hold exactly what the JSON of the value says.
-    """
-    if isinstance(value, str | bytes | list | dict | tuple) and len(value) > limit:
-        return None
-    try:
-        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError):
-        return None
-    return text if len(text.encode()) <= limit else None
-
-
 _OWN_CODE = os.path.dirname(os.path.dirname(__file__)) + os.sep  # the daskflow package
 _EXAMPLES = _OWN_CODE + "examples" + os.sep  # task functions, as a user's would be
 _IMPORT_MACHINERY = ("<frozen ", os.path.dirname(importlib.__file__) + os.sep)
@@ -311,10 +290,8 @@ def run_task(
         return rt.static[f"{ref.kind}.{ref.name}"]
 
     if rt.when is not None and not truthy(substitute(rt.when, lookup)):
-        if rt.report:
-            _emit(rt.topic, {"task": rt.name, "event": "skipped", "time": utc_now()})
         raise TaskSkipped(rt.name)
-    started = utc_now() if rt.report else ""  # only events carry times
+    started = now_iso() if rt.report else ""  # only events carry times
     attempt = failures = 0
     deaths = previous_deaths()  # only a rerun has any: Dask runs
     if deaths:  # a task again when its worker died while running it
@@ -376,7 +353,7 @@ def run_task(
                     "event": "done",
                     "attempts": attempt,
                     "start": started,
-                    "end": utc_now(),
+                    "end": now_iso(),
                     "result": result_json(value),
                 },
             )

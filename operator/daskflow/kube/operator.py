@@ -26,9 +26,9 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from ..model.runstate import end_run
 from ..model.spec import API_GROUP, API_VERSION, PLURAL
 from ..model.states import Phase
-from ..model.status import end_run
 from . import supervision as sv
 from .api import (
     DASKAUTOSCALERS,

@@ -24,9 +24,9 @@ from distributed import Client
 
 from ..engine.flow import FlowEngine
 from ..engine.local import dask_client
+from ..model.runstate import end_run
 from ..model.spec import FlowRun
 from ..model.states import Phase, TaskState
-from ..model.status import end_run
 from ..model.validate import ManifestError, parse_flowrun
 from .api import FLOWRUNS, KubeApi
 from .builders import OperatorDefaults, scheduler_address

@@ -1,20 +1,20 @@
 """The FlowRun status: the one object the CLI prints and the operator writes to Kubernetes.
 
-:class:`StatusBook` holds the state of a run and is the only place that changes it. Every
-change goes through the transition table of :mod:`daskflow.model.states`, so a terminal
-task or phase never moves. :meth:`StatusBook.to_dict` renders the status as JSON, trimmed
-to stay under the size bound whatever the flow's size.
+:class:`StatusBook` holds the records of a run (:class:`~daskflow.model.runstate.RunState`
+is the only thing that changes them), reads them back from a status object and renders
+them: :meth:`StatusBook.to_dict` trims the status to stay under the size bound whatever
+the flow's size.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from .states import Phase, TaskState, can_move_phase, can_move_task
+from .states import Phase, TaskState
 
 RESULT_LIMIT = 1024  # serialized bytes of a result kept in status
 MESSAGE_LIMIT = 2048
@@ -23,18 +23,23 @@ STATUS_BUDGET = 240 * 1024  # under the 256 KiB bound, with room for metadata
 
 
 def now_iso() -> str:
+    """The time stamp of the status (UTC, whole seconds), as Kubernetes writes them."""
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def small_json(value: Any, limit: int = RESULT_LIMIT) -> tuple[bool, Any]:
-    """``(True, value)`` if the value is JSON and at most ``limit`` bytes serialized."""
+def result_json(value: Any, limit: int = RESULT_LIMIT) -> str | None:
+    """The value as JSON text if it is JSON and at most ``limit`` bytes, else None.
+
+    Results travel from the workers as text: Dask's own messages would turn lists into
+    tuples, and the status must hold exactly what the JSON of the value says.
+    """
     if isinstance(value, str | bytes | list | dict | tuple) and len(value) > limit:
-        return False, None
+        return None
     try:
         text = json.dumps(value, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError):
-        return False, None
-    return (len(text.encode()) <= limit, value)
+        return None
+    return text if len(text.encode()) <= limit else None
 
 
 def clip(text: str, limit: int = MESSAGE_LIMIT) -> str:
@@ -71,18 +76,24 @@ class ItemCounts:
 
     @property
     def pending(self) -> int:
-        done = self.succeeded + self.failed + self.cancelled + self.skipped
-        return max(self.total - done - self.running, 0)
+        return max(self.total - self.done - self.running, 0)
 
     def cancel_rest(self) -> None:
         """The run stopped: items not finished (running or pending) count as cancelled.
         Counts read in the middle of an update may have an item both done and running."""
-        done = self.succeeded + self.failed + self.cancelled + self.skipped
-        self.cancelled += self.pending + min(self.running, max(self.total - done, 0))
+        self.cancelled += self.pending + min(self.running, max(self.total - self.done, 0))
         self.running = 0
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.cancelled + self.skipped
 
     def to_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in ITEM_COUNTS}
+
+    @classmethod
+    def from_dict(cls, counts: Mapping[str, Any]) -> ItemCounts:
+        return cls(**{k: int(v) for k, v in counts.items() if k in ITEM_COUNTS[:-1]})
 
 
 @dataclass
@@ -122,11 +133,33 @@ class TaskRecord:
                 out["failedItems"] = self.failed_items
         return out
 
+    @classmethod
+    def from_dict(cls, rec: Mapping[str, Any]) -> TaskRecord:
+        """The record :meth:`to_dict` wrote: every field comes back."""
+        items = rec.get("items")
+        return cls(
+            state=TaskState(rec.get("state") or TaskState.PENDING),
+            attempts=int(rec.get("attempts", 0)),
+            retries=int(rec.get("retries", 0)),
+            start_time=rec.get("startTime"),
+            completion_time=rec.get("completionTime"),
+            message=rec.get("message"),
+            result=rec.get("result"),
+            has_result="result" in rec,
+            items=ItemCounts.from_dict(items) if isinstance(items, Mapping) else None,
+            failed_items=list(rec.get("failedItems") or []),
+            reason=rec.get("reason"),
+            lost=int(rec.get("lostAttempts", 0)),
+        )
+
 
 class StatusBook:
-    """The live status of one run. Mutated only through its ``mark_*`` methods."""
+    """The records of one run, as :class:`~daskflow.model.runstate.RunState` keeps them.
 
-    def __init__(self, task_names: list[str]) -> None:
+    Only ``RunState`` changes them (it checks every move against the transition table);
+    this class holds them, reads them back from a status object and renders them."""
+
+    def __init__(self, task_names: Iterable[str]) -> None:
         self.phase = Phase.PENDING
         self.start_time: str | None = None
         self.completion_time: str | None = None
@@ -135,95 +168,19 @@ class StatusBook:
         self.tasks: dict[str, TaskRecord] = {name: TaskRecord() for name in task_names}
         self.version = 0  # bumped on every change, so sinks can tell what is new
 
-    # -- run phase -------------------------------------------------------------------------
-    def mark_phase(
-        self, phase: Phase, message: str | None = None, reason: str | None = None
-    ) -> bool:
-        if not can_move_phase(self.phase, phase) or self.phase == phase:
-            return False
-        self.phase = phase
-        if phase == Phase.RUNNING and self.start_time is None:
-            self.start_time = now_iso()
-        if phase.terminal:
-            self.start_time = self.start_time or now_iso()
-            self.completion_time = now_iso()
-        if message is not None:
-            self.message = message
-        if reason is not None:
-            self.reason = reason
-        self.version += 1
-        return True
-
-    # -- tasks -----------------------------------------------------------------------------
-    def mark_task(
-        self,
-        name: str,
-        state: TaskState,
-        *,
-        message: str | None = None,
-        attempts: int | None = None,
-        start_time: str | None = None,
-        completion_time: str | None = None,
-        reason: str | None = None,
-    ) -> bool:
-        """Move a task to ``state`` if the table allows it; returns whether it moved."""
-        rec = self.tasks[name]
-        if not can_move_task(rec.state, state):
-            return False
-        changed = rec.state != state
-        rec.state = state
-        if state in (TaskState.RUNNING, TaskState.RETRYING) or state == TaskState.SUCCEEDED:
-            rec.start_time = rec.start_time or start_time or now_iso()
-        if start_time and (rec.start_time is None or start_time < rec.start_time):
-            rec.start_time = start_time
-        if state.terminal:
-            rec.completion_time = completion_time or rec.completion_time or now_iso()
-        if message is not None:
-            rec.message = message
-            changed = True
-        if reason is not None:
-            rec.reason = reason
-        if attempts is not None and attempts > rec.attempts:
-            rec.attempts = attempts
-            changed = True
-        if changed:
-            self.version += 1
-        return changed
-
-    def set_task_details(
-        self,
-        name: str,
-        *,
-        attempts: int | None = None,
-        start_time: str | None = None,
-        completion_time: str | None = None,
-        result: tuple[bool, Any] | None = None,
-        message: str | None = None,
-    ) -> None:
-        """Late details of a task (from a worker event), whatever its state."""
-        rec = self.tasks[name]
-        if attempts is not None:
-            rec.attempts = max(rec.attempts, attempts)
-        if start_time:
-            rec.start_time = start_time
-        if completion_time:
-            rec.completion_time = completion_time
-        if result is not None and result[0]:
-            rec.result, rec.has_result = result[1], True
-        if message is not None:
-            rec.message = message
-        self.version += 1
-
-    def count_lost(self, name: str, more: int = 1) -> None:
-        """``more`` attempts of the task ended because their worker died."""
-        self.tasks[name].lost += more
-        self.version += 1
-
-    def set_items(self, name: str, counts: ItemCounts, failed_items: list[int]) -> None:
-        rec = self.tasks[name]
-        rec.items = counts
-        rec.failed_items = sorted(failed_items)[:FAILED_ITEMS_LIMIT]
-        self.version += 1
+    @classmethod
+    def from_dict(cls, status: Mapping[str, Any], task_names: Iterable[str] = ()) -> StatusBook:
+        """The records of a status object (as :meth:`to_dict` wrote it), with a Pending
+        record for every name in ``task_names`` that it lacks."""
+        book = cls(task_names)
+        book.phase = Phase(status.get("phase") or Phase.PENDING)
+        book.start_time = status.get("startTime")
+        book.completion_time = status.get("completionTime")
+        book.message = status.get("message")
+        book.reason = status.get("reason")
+        for name, rec in (status.get("tasks") or {}).items():
+            book.tasks[name] = TaskRecord.from_dict(rec)
+        return book
 
     def unfinished(self) -> list[str]:
         return [n for n, r in self.tasks.items() if not r.state.terminal]
@@ -249,12 +206,13 @@ class StatusBook:
         if self.start_time:
             head["duration"] = format_duration(self.start_time, self.completion_time)
         counts = self.counts()
-        head["summary"] = {
-            "total": len(self.tasks),
-            "succeeded": counts.get(TaskState.SUCCEEDED, 0),
-            "failed": counts.get(TaskState.FAILED, 0),
-            "progress": f"{counts.get(TaskState.SUCCEEDED, 0)}/{len(self.tasks)}",
-        }
+        if self.tasks:  # none: a run whose tasks are unknown (its spec is invalid)
+            head["summary"] = {
+                "total": len(self.tasks),
+                "succeeded": counts.get(TaskState.SUCCEEDED, 0),
+                "failed": counts.get(TaskState.FAILED, 0),
+                "progress": f"{counts.get(TaskState.SUCCEEDED, 0)}/{len(self.tasks)}",
+            }
         # Trim in steps until the whole fits: shorter messages, then no failed items; at
         # each step, as many results as fit stay (the largest go first).
         out: dict[str, Any] = {}
@@ -298,47 +256,3 @@ def _drop_largest_results(tasks: dict[str, dict[str, Any]], excess: int) -> bool
 
 # (longest message, keep failedItems) per trimming step of StatusBook.to_dict.
 _TRIM_STEPS = ((MESSAGE_LIMIT, True), (256, True), (0, True), (0, False))
-
-
-def end_run(
-    status: dict[str, Any],
-    phase: Phase,
-    reason: str,
-    message: str,
-    task_names: Iterable[str] = (),
-) -> dict[str, Any]:
-    """A copy of ``status`` ended by force (cancel, deadline, lost cluster): every unfinished
-    task becomes Cancelled and the run takes ``phase``. A finished run is returned as is."""
-    current = Phase(status.get("phase") or Phase.PENDING)
-    if current.terminal:
-        return dict(status)
-    stamp = now_iso()
-    tasks = {}
-    known = {name: {"state": str(TaskState.PENDING), "attempts": 0} for name in task_names}
-    for name, rec in {**known, **(status.get("tasks") or {})}.items():
-        state = TaskState(rec.get("state", TaskState.PENDING))
-        if not state.terminal:
-            rec = {
-                **rec,
-                "state": str(TaskState.CANCELLED),
-                "completionTime": stamp,
-                "message": message,
-            }
-            if isinstance(rec.get("items"), dict):
-                counts = ItemCounts(
-                    **{k: int(v) for k, v in rec["items"].items() if k in ITEM_COUNTS[:-1]}
-                )
-                counts.cancel_rest()
-                rec["items"] = counts.to_dict()
-        tasks[name] = rec
-    out = {
-        **status,
-        "phase": str(phase),
-        "reason": reason,
-        "message": message,
-        "completionTime": stamp,
-        "tasks": tasks,
-    }
-    out.setdefault("startTime", stamp)
-    out["duration"] = format_duration(out["startTime"], stamp)
-    return out

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from ..interrupt import Interrupts, stop_worker_processes
+from ..model.runstate import end_run
 from ..model.spec import FlowRun
-from ..model.states import Phase, TaskState
-from ..model.status import StatusBook, end_run
+from ..model.states import Phase
 
 
 def exit_code(status: dict[str, Any]) -> int:
@@ -34,11 +34,7 @@ def exit_code(status: dict[str, Any]) -> int:
 
 def never_started(flow: FlowRun, message: str) -> dict[str, Any]:
     """The status of a run cancelled before its engine started: every task Cancelled."""
-    book = StatusBook([t.name for t in flow.spec.tasks])
-    for name in book.tasks:
-        book.mark_task(name, TaskState.CANCELLED, message=message)
-    book.mark_phase(Phase.CANCELLED, message, "Cancelled")
-    return book.to_dict()
+    return end_run({}, Phase.CANCELLED, "Cancelled", message, [t.name for t in flow.spec.tasks])
 
 
 def run_flowrun(
