@@ -3,6 +3,7 @@ through ``daskflow export`` and ``daskflow run``, and ``python myflow.py``."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import subprocess
@@ -110,7 +111,9 @@ def test_run_and_the_round_trip_through_yaml_give_the_same_results(project: User
             assert rec["result"] == result.results[name]
 
 
-def test_a_failed_run_has_results_for_the_tasks_that_succeeded(project: UserProject) -> None:
+def test_a_failed_run_has_results_for_the_tasks_that_succeeded_also_in_an_event_loop(
+    project: UserProject,
+) -> None:
     project.module(
         "fragile.py",
         """
@@ -133,7 +136,12 @@ def test_a_failed_run_has_results_for_the_tasks_that_succeeded(project: UserProj
             after(broken(fine()))
         """,
     )
-    result = imported(project, "fragile").fragile.run()
+    fragile = imported(project, "fragile").fragile
+
+    async def in_a_notebook() -> Any:  # Jupyter runs cells inside an event loop
+        return fragile.run()
+
+    result = asyncio.run(in_a_notebook())
     assert result.phase == "Failed"
     assert result.results == {"fine": 1}
     tasks = result.status["tasks"]

@@ -10,6 +10,7 @@ or a run not ended a few seconds later, exits at once with the status known so f
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -57,9 +58,24 @@ def run_flowrun(
     as the run ends, before the cluster closes. ``interrupts`` are the command's signal
     handling, installed before the manifest was read; without it, handling is installed
     for the run's duration if this is the main thread, and a signal that cancelled the
-    run is raised again afterwards (KeyboardInterrupt for Ctrl-C). Raises OSError or
+    run is raised again afterwards (KeyboardInterrupt for Ctrl-C). Called where an event
+    loop runs (a notebook), the run gets a thread of its own. Raises OSError or
     TimeoutError when the Dask cluster cannot be used.
     """
+    if _loop_running():  # a notebook's event loop: asyncio.run cannot run inside it
+        with concurrent.futures.ThreadPoolExecutor(1, "daskflow-run") as pool:
+            return pool.submit(
+                run_flowrun,
+                flow,
+                import_paths=import_paths,
+                workers=workers,
+                threads=threads,
+                address=address,
+                output=output,
+                interval=interval,
+                keep_results=keep_results,
+                interrupts=interrupts,
+            ).result()
     own = interrupts is None
     handler = interrupts or Interrupts()
     if own and threading.current_thread() is threading.main_thread():
@@ -74,6 +90,14 @@ def run_flowrun(
     if own and handler.first:  # cancelled by a signal: now act on it as the caller would
         signal.raise_signal(signal.Signals[handler.first])
     return status, results
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
 
 
 def _run(
