@@ -207,21 +207,22 @@ def test_an_api_error_names_the_verb_the_resource_and_the_object(
 ) -> None:
     from daskflow.kube.api import DASKCLUSTERS, FLOWRUNS, KubeApi, KubeApiError
 
-    api = KubeApi(bare.api_client(operator_account(bare, ns)))
-    try:
-        with pytest.raises(KubeApiError) as created:  # no such CRD
-            asyncio.run(api.create(DASKCLUSTERS, ns, {"metadata": {"name": "c1"}}))
-        with pytest.raises(KubeApiError) as deleted:  # not allowed
-            asyncio.run(api.delete(FLOWRUNS, "kube-system", "f1"))
-    finally:
-        api.close()
-    assert str(created.value).startswith(
+    async def attempt() -> tuple[KubeApiError, KubeApiError]:
+        async with await KubeApi.connect(str(operator_account(bare, ns))) as api:
+            with pytest.raises(KubeApiError) as created:  # no such CRD
+                await api.create(DASKCLUSTERS, ns, {"metadata": {"name": "c1"}})
+            with pytest.raises(KubeApiError) as deleted:  # not allowed
+                await api.delete(FLOWRUNS, "kube-system", "f1")
+        return created.value, deleted.value
+
+    created, deleted = asyncio.run(attempt())
+    assert str(created).startswith(
         f"create daskclusters.kubernetes.dask.org {ns}/c1: 404 Not Found"
-    ), created.value
-    assert str(deleted.value).startswith(
-        "delete flowruns.daskflow.io kube-system/f1: 403 Forbidden: "
-    ), deleted.value
-    assert (created.value.status, deleted.value.status) == (404, 403)
+    ), created
+    assert str(deleted).startswith("delete flowruns.daskflow.io kube-system/f1: 403 Forbidden: "), (
+        deleted
+    )
+    assert (created.status, deleted.status) == (404, 403)
 
 
 def test_a_run_the_operator_cannot_start_says_why_and_still_meets_its_deadline(

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import socket
 from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import MaxRetryError
+from kubernetes.aio.client import Configuration
+from kubernetes.aio.client.exceptions import ApiException
 
-from daskflow.kube.api import DASKCLUSTERS, FLOWRUNS, JOBS, KubeApiError, Resource
+from daskflow.kube.api import DASKCLUSTERS, FLOWRUNS, JOBS, KubeApi, KubeApiError, Resource
 from daskflow.kube.readiness import DaskKubernetesMissing, needed_crds
 
 CRDS = Path(__file__).resolve().parents[2] / "crds"
@@ -94,11 +96,21 @@ def test_an_api_error_names_verb_resource_and_object(
     )
     err = KubeApiError(cause, verb, res, namespace, name)
     assert str(err).startswith(expected)
-    assert err.status == 404  # still an ApiException to every caller
+    assert err.status == 404
 
 
 def test_an_unreachable_api_server_is_named_as_such() -> None:
-    cause = MaxRetryError(None, "/apis/daskflow.io/v1", "Connection refused")  # type: ignore[arg-type]
-    err = KubeApiError(cause, "get", FLOWRUNS, "ns", "etl")
-    assert str(err).startswith("get flowruns.daskflow.io ns/etl: cannot reach the API server")
-    assert err.status is None
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+
+    async def get() -> None:
+        async with KubeApi(Configuration(host=f"http://127.0.0.1:{port}")) as api:
+            await api.get(FLOWRUNS, "ns", "etl")
+
+    with pytest.raises(KubeApiError) as raised:
+        asyncio.run(get())
+    assert str(raised.value).startswith(
+        "get flowruns.daskflow.io ns/etl: cannot reach the API server"
+    ), raised.value
+    assert raised.value.status is None

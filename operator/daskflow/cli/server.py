@@ -13,6 +13,10 @@ from typing import Any
 from .args import EXIT_FAILED, EXIT_INVALID, EXIT_OK
 
 EXIT_TERMINATED = 128 + signal.SIGTERM  # daskflow runner, stopped by SIGTERM
+CREDENTIALS = (
+    "kubeconfig to log in with (default: $KUBECONFIG; without it, in a pod, the pod's "
+    "ServiceAccount, elsewhere ~/.kube/config)"
+)
 
 
 def _configure_logging(level: str) -> None:
@@ -63,7 +67,7 @@ def cmd_operator(args: argparse.Namespace) -> int:
 
 def cmd_runner(args: argparse.Namespace) -> int:
 
-    from ..kube.api import KubeApi, allow_api_depth, load_api_client
+    from ..kube.api import KubeApi, allow_api_depth
     from ..kube.runner import RunnerSettings, drive_flowrun
     from ..model.states import Phase
 
@@ -82,22 +86,20 @@ def cmd_runner(args: argparse.Namespace) -> int:
     )
 
     async def main() -> dict[str, Any] | None:
-        api = KubeApi(load_api_client(args.kubeconfig))
-        run = asyncio.ensure_future(drive_flowrun(api, args.namespace, args.name, settings))
+        async with await KubeApi.connect(args.kubeconfig) as api:
+            run = asyncio.ensure_future(drive_flowrun(api, args.namespace, args.name, settings))
 
-        def on_sigterm() -> None:
-            terminated.append(True)
-            run.cancel()
+            def on_sigterm() -> None:
+                terminated.append(True)
+                run.cancel()
 
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
-        try:
-            return await run
-        except asyncio.CancelledError:
-            if terminated:
-                return None
-            raise
-        finally:
-            api.close()
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, on_sigterm)
+            try:
+                return await run
+            except asyncio.CancelledError:
+                if terminated:
+                    return None
+                raise
 
     status = asyncio.run(main())
     if terminated:
@@ -152,7 +154,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     op.add_argument(
         "--standalone", action="store_true", help="no peering object needed (one replica only)"
     )
-    op.add_argument("--kubeconfig")
+    op.add_argument("--kubeconfig", help=CREDENTIALS)
     op.add_argument("--log-level", default="info")
     op.set_defaults(func=cmd_operator)
 
@@ -162,6 +164,6 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     rn.add_argument("--backend", choices=("kubernetes", "local", "address"))
     rn.add_argument("--address")
     rn.add_argument("--status-interval", type=float, default=1.0)
-    rn.add_argument("--kubeconfig")
+    rn.add_argument("--kubeconfig", help=CREDENTIALS)
     rn.add_argument("--log-level", default="info")
     rn.set_defaults(func=cmd_runner)

@@ -1,17 +1,21 @@
 """The only module that talks to the Kubernetes API: a small async facade over the
-``kubernetes`` client, with dicts in and dicts out.
+official client's asyncio variant (``kubernetes.aio``), with dicts in and dicts out.
 
-Every call runs in a worker thread (the client is synchronous), so kopf's event loop never
-blocks on the network. Every resource daskflow writes lives under ``/apis/<group>``, so
-the generic custom-objects client serves them all, Jobs and Events included; the one core
-resource, Pods, is only ever listed (why a Pending run's pods cannot start). Every failed
-call raises :class:`KubeApiError`, which names the verb, the resource and the object: a
-log line must say what failed, not just "404".
+A process has one :class:`KubeApi`, built from one set of credentials (a kubeconfig or the
+pod's ServiceAccount: :func:`load_configuration`) and closed when the process is done. Its
+calls run on the caller's event loop, never in threads. The operator hands kopf the very
+same credentials (:meth:`KubeApi.connection_info`), so kopf's watches and daskflow's own
+calls act as one account.
+
+Every resource daskflow writes lives under ``/apis/<group>``, so the generic custom-objects
+API serves them all, Jobs and Events included; the one core resource, Pods, is only ever
+listed (why a Pending run's pods cannot start). Every failed call raises
+:class:`KubeApiError`, which names the verb, the resource and the object: a log line must
+say what failed, not just "404".
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -19,19 +23,28 @@ import os
 import secrets
 import sys
 import threading
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
-from kubernetes import client, config
-from kubernetes.client.exceptions import ApiException
-from urllib3.exceptions import HTTPError
+import aiohttp
+from kubernetes.aio import config
+from kubernetes.aio.client import ApiClient, Configuration, CoreV1Api, CustomObjectsApi
+from kubernetes.aio.client.exceptions import ApiException
+from kubernetes.aio.config.incluster_config import InClusterConfigLoader
 
 from ..model.spec import API_GROUP, API_VERSION, PLURAL
+
+if TYPE_CHECKING:
+    import kopf
 
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # The API server stores JSON nested up to 10,000 levels and refuses deeper. Python's JSON
 # decoder and copy.deepcopy recurse once or twice per level and stop at 1,000 frames by
@@ -73,41 +86,56 @@ KIND_RESOURCES = {
 }
 
 
-def load_api_client(kubeconfig: str | None = None) -> client.ApiClient:
-    """In-cluster credentials inside a pod, else the kubeconfig (``$KUBECONFIG``)."""
+async def load_configuration(
+    kubeconfig: str | None = None,
+    *,
+    environ: Mapping[str, str] = os.environ,
+    service_account: Path = SERVICE_ACCOUNT,
+) -> Configuration:
+    """The credentials of this process: the ``kubeconfig`` given, else ``$KUBECONFIG``;
+    without either, in a pod, the pod's ServiceAccount, elsewhere ``~/.kube/config``."""
+    configuration = Configuration()
     if (
         kubeconfig is None
-        and os.environ.get("KUBERNETES_SERVICE_HOST")
-        and not os.environ.get("KUBECONFIG")
+        and environ.get("KUBERNETES_SERVICE_HOST")
+        and not environ.get("KUBECONFIG")
     ):
-        config.load_incluster_config()  # type: ignore[no-untyped-call]
-        return client.ApiClient()
-    configuration = client.Configuration()
-    config.load_kube_config(  # type: ignore[no-untyped-call]
-        config_file=kubeconfig, client_configuration=configuration
-    )
-    return client.ApiClient(configuration)
+        # The token file is read again once a minute: the kubelet rotates bound tokens.
+        loader = InClusterConfigLoader(  # type: ignore[no-untyped-call]
+            token_filename=str(service_account / "token"),
+            cert_filename=str(service_account / "ca.crt"),
+            environ=environ,
+        )
+        loader.load_and_set(configuration)  # type: ignore[no-untyped-call]
+    else:
+        # One path or several (``a:b``, merged); the loader expands ``~`` in each.
+        paths = kubeconfig or environ.get("KUBECONFIG") or "~/.kube/config"
+        await config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=paths, client_configuration=configuration
+        )
+    return configuration
 
 
-class KubeApiError(ApiException):
+class KubeApiError(Exception):
     """A failed API call that says what was attempted: verb, resource and object.
 
-    An :class:`ApiException` (``status``, ``reason``, ``body`` as usual; ``status`` is None
-    when the API server could not be reached).
+    ``status`` is the HTTP status (None when the API server could not be reached), with
+    ``reason`` and ``body`` as the server sent them.
     """
 
     def __init__(
-        self, cause: Exception, verb: str, res: Resource, namespace: str | None, name: str
+        self, cause: BaseException, verb: str, res: Resource, namespace: str | None, name: str
     ) -> None:
+        self.status: int | None = None
+        self.reason = f"{type(cause).__name__}: {cause}"
+        self.body: str | None = None
         if isinstance(cause, ApiException):
-            super().__init__(status=cause.status, reason=cause.reason, body=cause.body)
-            self.headers = cause.headers
-        else:
-            super().__init__(reason=f"{type(cause).__name__}: {cause}")
+            self.status, self.reason, self.body = cause.status, cause.reason, cause.body
         self.verb = verb
         self.resource = res
         self.namespace = namespace
         self.name = name
+        super().__init__(str(self))
 
     @property
     def target(self) -> str:
@@ -125,37 +153,71 @@ class KubeApiError(ApiException):
 
 
 class KubeApi:
-    """Async, dict-based access to the few resources daskflow uses."""
+    """Async, dict-based access to the few resources daskflow uses; one per process."""
 
-    def __init__(self, api_client: client.ApiClient | None = None) -> None:
-        self.api_client = api_client or load_api_client()
-        self.custom = client.CustomObjectsApi(self.api_client)
-        self.core = client.CoreV1Api(self.api_client)
+    def __init__(self, configuration: Configuration) -> None:
+        self.configuration = configuration
+        self.api_client = ApiClient(configuration)
+        self.custom = CustomObjectsApi(self.api_client)
+        self.core = CoreV1Api(self.api_client)
 
-    async def _call(
-        self,
-        what: tuple[str, Resource, str | None, str],
-        fn: Any,
-        *args: Any,
-        **kwargs: Any,
-    ) -> Any:
-        """Call the client in a thread; ``what`` is (verb, resource, namespace, name)."""
+    @classmethod
+    async def connect(cls, kubeconfig: str | None = None) -> KubeApi:
+        """A client with this process's credentials (see :func:`load_configuration`)."""
+        return cls(await load_configuration(kubeconfig))
+
+    async def close(self) -> None:
+        await self.api_client.close()  # type: ignore[no-untyped-call]
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def connection_info(self) -> kopf.ConnectionInfo:
+        """These credentials as kopf takes them from a login handler. Read anew on each
+        call, so a rotated ServiceAccount token reaches kopf when it logs in again."""
+        import kopf
+
+        cfg = self.configuration
+        header = await cfg.get_api_key_with_prefix("BearerToken")
+        scheme, _, token = (header or "").rpartition(" ")
+        return kopf.ConnectionInfo(
+            server=cfg.host,
+            ca_path=cfg.ssl_ca_cert,
+            ca_data=None if cfg.ssl_ca_cert else cfg.ca_cert_data,
+            insecure=not cfg.verify_ssl,
+            username=cfg.username or None,
+            password=cfg.password or None,
+            scheme=scheme.capitalize() or None,
+            token=token or None,
+            certificate_path=cfg.cert_file,
+            private_key_path=cfg.key_file,
+            proxy_url=cfg.proxy,
+        )
+
+    async def _call(self, what: tuple[str, Resource, str | None, str], call: Awaitable[Any]) -> Any:
+        """Await one API call; ``what`` is (verb, resource, namespace, name)."""
         try:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        except (ApiException, HTTPError) as err:
+            return await call
+        except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as err:
             raise KubeApiError(err, *what) from err
 
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or None if it does not exist (``namespace`` None: cluster-scoped)."""
-        args = (res.group, res.version, *((namespace,) if namespace else ()), res.plural, name)
-        fn = (
-            self.custom.get_namespaced_custom_object
+        call = (
+            self.custom.get_namespaced_custom_object(
+                res.group, res.version, namespace, res.plural, name
+            )
             if namespace
-            else self.custom.get_cluster_custom_object
+            else self.custom.get_cluster_custom_object(res.group, res.version, res.plural, name)
         )
         try:
-            obj: dict[str, Any] = await self._call(("get", res, namespace, name), fn, *args)
-        except ApiException as err:
+            obj: dict[str, Any] = await self._call(("get", res, namespace, name), call)
+        except KubeApiError as err:
             if err.status == 404:
                 return None
             raise
@@ -166,41 +228,24 @@ class KubeApi:
         try:
             found = await self._call(
                 ("discover", res, None, f"/apis/{res.group}/{res.version}"),
-                self.custom.get_api_resources,
-                res.group,
-                res.version,
+                self.custom.get_api_resources(res.group, res.version),
             )
-        except ApiException as err:
+        except KubeApiError as err:
             if err.status == 404:
                 return False
             raise
         return any(r.name == res.plural for r in found.resources or ())
 
-    async def list(
-        self, res: Resource, namespace: str, label_selector: str = ""
-    ) -> list[dict[str, Any]]:
-        out = await self._call(
-            ("list", res, namespace, "*"),
-            self.custom.list_namespaced_custom_object,
-            res.group,
-            res.version,
-            namespace,
-            res.plural,
-            label_selector=label_selector,
-        )
-        items: list[dict[str, Any]] = out.get("items", [])
-        return items
-
-    async def list_pods(self, namespace: str, label_selector: str) -> Any:
+    async def list_pods(self, namespace: str, label_selector: str) -> list[dict[str, Any]]:
         """Pods as plain dicts, as the API sends them (camelCase keys)."""
-        response = await self._call(
+        pods = await self._call(
             ("list", PODS, namespace, "*"),
-            self.core.list_namespaced_pod,
-            namespace,
-            label_selector=label_selector,
-            _preload_content=False,
+            self.core.list_namespaced_pod(namespace, label_selector=label_selector),
         )
-        return json.loads(response.data)["items"]
+        items: list[dict[str, Any]] = self.api_client.sanitize_for_serialization(pods)[  # type: ignore[no-untyped-call]
+            "items"
+        ]
+        return items
 
     async def create(
         self, res: Resource, namespace: str | None, body: dict[str, Any]
@@ -208,13 +253,14 @@ class KubeApi:
         """Create an object (``namespace`` None: cluster-scoped)."""
         meta = body.get("metadata") or {}
         name = meta.get("name") or f"{meta.get('generateName', '')}*"
-        fn = (
-            self.custom.create_namespaced_custom_object
+        call = (
+            self.custom.create_namespaced_custom_object(
+                res.group, res.version, namespace, res.plural, body
+            )
             if namespace
-            else self.custom.create_cluster_custom_object
+            else self.custom.create_cluster_custom_object(res.group, res.version, res.plural, body)
         )
-        args = (res.group, res.version, *((namespace,) if namespace else ()), res.plural, body)
-        obj: dict[str, Any] = await self._call(("create", res, namespace, name), fn, *args)
+        obj: dict[str, Any] = await self._call(("create", res, namespace, name), call)
         return obj
 
     async def patch(
@@ -226,21 +272,22 @@ class KubeApi:
         *,
         status: bool = False,
     ) -> dict[str, Any]:
-        fn = (
+        method = (
             self.custom.patch_namespaced_custom_object_status
             if status
             else self.custom.patch_namespaced_custom_object
         )
         obj: dict[str, Any] = await self._call(
             ("patch status" if status else "patch", res, namespace, name),
-            fn,
-            res.group,
-            res.version,
-            namespace,
-            res.plural,
-            name,
-            patch,
-            _content_type=MERGE_PATCH,
+            method(
+                res.group,
+                res.version,
+                namespace,
+                res.plural,
+                name,
+                patch,
+                _content_type=MERGE_PATCH,
+            ),
         )
         return obj
 
@@ -249,15 +296,16 @@ class KubeApi:
         try:
             await self._call(
                 ("delete", res, namespace, name),
-                self.custom.delete_namespaced_custom_object,
-                res.group,
-                res.version,
-                namespace,
-                res.plural,
-                name,
-                propagation_policy="Background",
+                self.custom.delete_namespaced_custom_object(
+                    res.group,
+                    res.version,
+                    namespace,
+                    res.plural,
+                    name,
+                    propagation_policy="Background",
+                ),
             )
-        except ApiException as err:
+        except KubeApiError as err:
             if err.status == 404:
                 return False
             raise
@@ -299,8 +347,5 @@ class KubeApi:
         }
         try:
             await self.create(EVENTS, meta["namespace"], body)
-        except ApiException as err:
+        except KubeApiError as err:
             log.warning("could not post Event %s: %s", reason, err)
-
-    def close(self) -> None:
-        self.api_client.close()  # type: ignore[no-untyped-call]

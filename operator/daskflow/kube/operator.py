@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import copy
 import logging
-import os
 import random
 import threading
 from dataclasses import dataclass, field
@@ -24,7 +23,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import kopf
-from prometheus_client import start_http_server
 
 from ..model.runstate import end_run
 from ..model.spec import API_GROUP, API_VERSION, PLURAL
@@ -38,12 +36,12 @@ from .api import (
     KIND_RESOURCES,
     KubeApi,
     KubeApiError,
-    load_api_client,
 )
 from .builders import LABEL_UID, OperatorDefaults, child_name, is_owned_by
+from .endpoints import serve_health, serve_metrics
 from .metrics import FlowRunMetrics
 from .pods import ImagePullWatch
-from .readiness import DASK_KUBERNETES, DaskKubernetesMissing, Preflight, serve_health
+from .readiness import DASK_KUBERNETES, DaskKubernetesMissing, Preflight
 from .runner import RunnerSettings, drive_flowrun
 from .status import RunEndedElsewhere, StatusWriter
 
@@ -291,7 +289,7 @@ def build_registry() -> kopf.OperatorRegistry:
     resource = (API_GROUP, API_VERSION, PLURAL)
 
     @kopf.on.startup(registry=registry)
-    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.persistence.finalizer = FINALIZER
         # Large specs must not end up in annotations (256 KiB in total, kopf#1087).
         settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
@@ -310,12 +308,10 @@ def build_registry() -> kopf.OperatorRegistry:
         settings.background.cancellation_polling = 5
 
     @kopf.on.login(registry=registry)
-    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
-        # In a pod: the ServiceAccount; elsewhere: $KUBECONFIG (kopf's own readers).
-        info: kopf.ConnectionInfo | None = kopf.login_with_service_account(
-            **kwargs
-        ) or kopf.login_with_kubeconfig(**kwargs)
-        return info
+    async def login(memo: kopf.Memo, **_: Any) -> kopf.ConnectionInfo:
+        # The credentials daskflow's own client uses: one login, one account.
+        sup: Supervisor = memo["supervisor"]
+        return await sup.api.connection_info()
 
     @kopf.daemon(
         *resource,
@@ -347,7 +343,7 @@ def build_registry() -> kopf.OperatorRegistry:
         await sup.delete_children(snapshot(body), tuple(CHILD_KINDS))
 
     @kopf.on.event(*resource, registry=registry)
-    def flowrun_observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    async def flowrun_observe(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
         sup: Supervisor = memo["supervisor"]
         obj = event.get("object") or {}
         if event.get("type") == "DELETED":
@@ -366,48 +362,48 @@ async def _tick_metrics(metrics: FlowRunMetrics, every: float = 5.0) -> None:
 
 
 async def run_operator(config: OperatorConfig, stop: asyncio.Event | None = None) -> None:
-    """Run until ``stop`` is set (or the process is signalled)."""
-    if config.kubeconfig:
-        os.environ["KUBECONFIG"] = config.kubeconfig  # kopf's login reads it from there
-    api = KubeApi(load_api_client(config.kubeconfig))
-    metrics = FlowRunMetrics()
-    for namespace in config.namespaces:
-        metrics.ensure_namespace(namespace)
-    start_http_server(config.metrics_port, config.bind_address, registry=metrics.registry)
-    # kopf's own flag says its startup is done; the preflight, that what it needs exists.
-    ready = asyncio.Event()
-    preflight = Preflight(
-        api,
-        default_backend=config.defaults.backend,
-        namespaces=config.namespaces,
-        all_namespaces=config.all_namespaces,
-        peering=config.peering,
-    )
-    health = await serve_health(
-        config.bind_address,
-        config.health_port,
-        lambda: ready.is_set() and preflight.ok,
-        lambda: preflight.missing,
-    )
-    await preflight.check()
-    ticker = asyncio.create_task(_tick_metrics(metrics))
-    rechecks = asyncio.create_task(preflight.watch())
-    memo = kopf.Memo(supervisor=Supervisor(config, api, metrics))
-    standalone = config.peering is None
-    try:
+    """Run until ``stop`` is set (or the process is signalled); everything it started, its
+    API client and HTTP servers included, is stopped and closed when it returns."""
+    async with contextlib.AsyncExitStack() as stack:
+        api = await KubeApi.connect(config.kubeconfig)
+        stack.push_async_callback(api.close)
+        metrics = FlowRunMetrics()
+        for namespace in config.namespaces:
+            metrics.ensure_namespace(namespace)
+        address = config.bind_address
+        served = await serve_metrics(address, config.metrics_port, metrics.registry)
+        stack.push_async_callback(served.cleanup)
+        # kopf's own flag says its startup is done; the preflight, that what it needs exists.
+        ready = asyncio.Event()
+        preflight = Preflight(
+            api,
+            default_backend=config.defaults.backend,
+            namespaces=config.namespaces,
+            all_namespaces=config.all_namespaces,
+            peering=config.peering,
+        )
+        health = await serve_health(
+            address,
+            config.health_port,
+            lambda: ready.is_set() and preflight.ok,
+            lambda: preflight.missing,
+        )
+        stack.push_async_callback(health.cleanup)
+        await preflight.check()
+        for task in (
+            asyncio.create_task(_tick_metrics(metrics)),
+            asyncio.create_task(preflight.watch()),
+        ):
+            stack.callback(task.cancel)
+        memo = kopf.Memo(supervisor=Supervisor(config, api, metrics))
         await kopf.operator(
             registry=build_registry(),
             memo=memo,
             clusterwide=config.all_namespaces,
             namespaces=config.namespaces,
-            standalone=standalone,
+            standalone=config.peering is None,
             peering_name=config.peering,
             priority=config.priority if config.priority is not None else random.randint(1, 10**6),
             ready_flag=ready,
             stop_flag=stop,
         )
-    finally:
-        ticker.cancel()
-        rechecks.cancel()
-        await health.cleanup()
-        api.close()

@@ -4,7 +4,8 @@ kopf stays silent when its surroundings are incomplete: without its peering obje
 pauses forever, without the peering CRD it never starts watching, and a missing DaskCluster
 CRD only shows later, as 404s. This module names each missing piece in the log, once, with
 the command that fixes it; creates the peering object when the operator's account may; and
-keeps ``/readyz`` at 503 (its body lists what is missing) until everything required is there.
+keeps ``/readyz`` (:mod:`.endpoints`) at 503, listing what is missing, until everything
+required is there.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 
-from aiohttp import web
-from kubernetes.client.exceptions import ApiException
-
-from .api import DASKAUTOSCALERS, DASKCLUSTERS, FLOWRUNS, KubeApi, Resource
+from .api import DASKAUTOSCALERS, DASKCLUSTERS, FLOWRUNS, KubeApi, KubeApiError, Resource
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +123,7 @@ class Preflight:
         found: dict[str, tuple[int, str]] = {}  # what is missing -> (log level, message)
         try:
             await self._check_crds(found)
-        except ApiException as err:
+        except KubeApiError as err:
             found["API access"] = (logging.ERROR, f"cannot check what the operator needs: {err}")
         was_ok = self.ok
         self.missing = [what for what, (level, _) in found.items() if level >= logging.ERROR]
@@ -170,7 +167,7 @@ class Preflight:
             body = peering_manifest(kind, self.peering)
             try:
                 await self.api.create(res, namespace, body)
-            except ApiException as err:
+            except KubeApiError as err:
                 if err.status == 409:  # created meanwhile
                     continue
                 if err.status != 403:
@@ -199,29 +196,3 @@ class Preflight:
         while True:
             await asyncio.sleep(RECHECK_READY if self.ok else RECHECK_MISSING)
             await self.check()
-
-
-async def serve_health(
-    address: str, port: int, ready: Callable[[], bool], missing: Callable[[], list[str] | None]
-) -> web.AppRunner:
-    """``/healthz`` (alive) and ``/readyz``: 200 once ``ready()``, else 503 naming what is
-    missing."""
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    async def readyz(_: web.Request) -> web.Response:
-        if ready():
-            return web.Response(text="ready")
-        lacking = missing()
-        return web.Response(
-            text="missing: " + ", ".join(lacking) if lacking else "starting", status=503
-        )
-
-    app = web.Application()
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/readyz", readyz)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    await web.TCPSite(runner, address, port).start()
-    return runner

@@ -13,11 +13,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from kubernetes.client.exceptions import ApiException
-
 from ..model.states import Phase
 from ..model.status import now_iso
-from .api import FLOWRUNS, KubeApi
+from .api import FLOWRUNS, KubeApi, KubeApiError
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +97,7 @@ class StatusWriter:
             await self.api.patch(
                 FLOWRUNS, self.namespace, self.name, {"status": patch}, status=True
             )
-        except ApiException as err:
+        except KubeApiError as err:
             if err.status == 404:
                 raise RunEndedElsewhere(f"FlowRun {self.namespace}/{self.name} is gone") from None
             if err.status == 422:
