@@ -21,10 +21,10 @@ import yaml
 from daskflow.kube.api import FLOWRUNS, KubeApi, KubeApiError, load_configuration
 from daskflow.kube.builders import OperatorDefaults
 from daskflow.kube.operator import OperatorConfig, run_operator
+from harness.controlplane import KubeCluster
+from harness.kube import apply, install_crds, prepare_operator_account, wait_for_phase
 from harness.processes import free_port
 from harness.waiting import wait_for
-from tests.kube.controlplane import KubeCluster
-from tests.kube.harness import apply, install_crds, prepare_operator_account, wait_for_phase
 from tests.kube.test_operator_inprocess import flowrun
 
 
