@@ -23,9 +23,12 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
+from daskflow.kube.builders import OperatorDefaults, build_dask_cluster_spec, build_runner_job
+from daskflow.model.validate import parse_flowrun
 from harness.controlplane import ENV_KUBECONFIG, ControlPlane, ControlPlaneError, KubeCluster
 from harness.kube import (
     DASKFLOW,
+    apply,
     bind_rules,
     get_flowrun,
     install_crds,
@@ -333,3 +336,66 @@ def test_python_api_submits_and_waits(cluster: KubeCluster, team: str) -> None:
     assert run.status == get_flowrun(cluster, team, run.name)["status"]  # type: ignore[index]
     # And the manifest it was given is unchanged
     assert manifest["metadata"] == {"namespace": team}
+
+
+# -- logs (object level: no kubelet runs here, so pods never start; tests/e2e reads real logs)
+
+
+def test_logs_finds_the_runs_pods_by_label(
+    cluster: KubeCluster, namespace: str, tmp_path: Path
+) -> None:
+    for name in ("hello", "podless"):
+        flow = write_flow(tmp_path / f"{name}.yaml", HELLO)
+        made = daskflow("submit", str(flow), "-n", namespace, kubeconfig=cluster.kubeconfig)
+        assert made.returncode == 0, made.stderr
+    # Given pods labelled as the run's runner Job and DaskCluster label theirs, and a pod of
+    # another run
+    run = parse_flowrun(get_flowrun(cluster, namespace, "hello"))
+    runner = build_runner_job(run, OperatorDefaults(), "kubernetes")
+    dask = build_dask_cluster_spec(run, OperatorDefaults())["metadata"]["labels"]
+    pods = {
+        "hello-worker-b": {**dask, "dask.org/component": "worker"},
+        "hello-runner": runner["spec"]["template"]["metadata"]["labels"],
+        "hello-worker-a": {**dask, "dask.org/component": "worker"},
+        "hello-scheduler": {**dask, "dask.org/component": "scheduler"},
+        "other-worker": {**dask, "daskflow.io/flowrun-uid": "another-uid"},
+    }
+    for pod, labels in pods.items():
+        apply(
+            cluster,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod, "labels": labels},
+                "spec": {"containers": [{"name": "main", "image": "daskflow:dev"}]},
+            },
+            namespace,
+        )
+    # When the user asks for its logs
+    proc = daskflow("logs", "hello", "-n", namespace, kubeconfig=cluster.kubeconfig)
+    # Then each of its pods, runner first, is told to have no log yet (none started)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert proc.stdout == "" and "Traceback" not in proc.stderr
+    told = [line.split(" ")[2] for line in proc.stderr.splitlines()]
+    order = ("hello-runner", "hello-scheduler", "hello-worker-a", "hello-worker-b")
+    assert told == [f"pod/{p}" for p in order], proc.stderr
+    assert all(line.endswith(" is Pending: no log yet") for line in proc.stderr.splitlines())
+    # And --follow, which reads the pods side by side, tells the same of each
+    followed = daskflow("logs", "hello", "-n", namespace, "-f", kubeconfig=cluster.kubeconfig)
+    assert followed.returncode == 1, followed.stderr
+    assert sorted(followed.stderr.splitlines()) == sorted(proc.stderr.splitlines())
+    # And a run without pods says where they went
+    message = one_line_error(
+        daskflow("logs", "podless", "-n", namespace, kubeconfig=cluster.kubeconfig), 1
+    )
+    assert message.startswith(
+        f'daskflow logs: FlowRun "podless" has no pods in namespace "{namespace}"'
+    )
+    # And a user who may not list pods is told so
+    bind_rules(cluster, namespace, "viewer", "runner-rules")
+    viewer = cluster.service_account_kubeconfig(namespace, "viewer")
+    message = one_line_error(daskflow("logs", "hello", "-n", namespace, kubeconfig=viewer))
+    assert message == (
+        f'daskflow logs: forbidden: User "system:serviceaccount:{namespace}:viewer" cannot '
+        f'list pods in namespace "{namespace}"'
+    )

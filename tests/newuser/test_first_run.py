@@ -200,6 +200,30 @@ def test_task_output_goes_to_stderr_labelled(project: UserProject) -> None:
             assert line in lines, (line, proc.stderr)
 
 
+def test_task_logging_goes_to_stderr_labelled(project: UserProject) -> None:
+    project.module(
+        "noisy.py",
+        """
+        import logging
+
+        log = logging.getLogger("noisy")
+
+        def work(n):
+            log.debug("not shown: below INFO")
+            log.info("working on %d", n)
+            log.warning("careful")
+            return n
+        """,
+    )
+    flow = project.manifest("noisy", [{"name": "work", "call": "noisy:work", "args": [3]}])
+    proc = project.daskflow("run", flow.name, "-o", "json")
+    assert_clean_exit(proc)
+    lines = proc.stderr.splitlines()
+    assert "[work] INFO noisy: working on 3" in lines, proc.stderr
+    assert "[work] WARNING noisy: careful" in lines, proc.stderr
+    assert "not shown" not in proc.stderr
+
+
 # -- cluster settings ------------------------------------------------------------------
 
 

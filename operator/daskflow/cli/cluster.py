@@ -1,4 +1,4 @@
-"""``daskflow submit``, ``get``, ``cancel`` and ``delete``: FlowRuns on a cluster, as
+"""``daskflow submit``, ``get``, ``logs``, ``cancel`` and ``delete``: FlowRuns on a cluster, as
 ``daskflow run`` shows them locally. Thin commands over :mod:`daskflow.remote`.
 
 Every failure is one line on stderr: exit code 2 for what the user can fix (no kubeconfig,
@@ -58,7 +58,7 @@ def _connect(args: argparse.Namespace, namespace: str | None = None) -> Connecti
 
 
 def _load(ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
-    """The manifest of a FILE, or of a flow defined in Python (``module:flow``)."""
+    """The manifest of a FILE, or of a flow written in Python (``module:flow``)."""
     from ..model.validate import load_manifest
 
     if Path(ref).exists() or ":" not in ref:
@@ -77,6 +77,7 @@ def _load(ref: str, overrides: dict[str, Any]) -> dict[str, Any]:
 
 def _watch(conn: Connection, name: str, output: str) -> int:
     """Follow the run with ``daskflow run``'s live progress; its final status on stdout."""
+    from ..model.states import Phase
     from ..progress import Progress, render_status
     from ..remote import follow
 
@@ -93,7 +94,7 @@ def _watch(conn: Connection, name: str, output: str) -> int:
         return EXIT_INTERRUPTED
     text = render_status(run.status, output, name)
     print(text, end="" if output == "table" else "\n")
-    return EXIT_OK if run.phase == "Succeeded" else EXIT_FAILED
+    return EXIT_OK if run.phase == Phase.SUCCEEDED else EXIT_FAILED
 
 
 @_reports_errors
@@ -212,6 +213,38 @@ def cmd_delete(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+@_reports_errors
+def cmd_logs(args: argparse.Namespace) -> int:
+    from ..remote import RemoteError
+    from ..remote.logs import NoLogs, pods, read_all, task_filter
+
+    show = task_filter(args.task)
+    with _connect(args) as conn:
+        found = pods(conn, args.name)
+        if not found:
+            raise RemoteError(
+                f'FlowRun "{args.name}" has no pods in namespace "{conn.namespace}": they are '
+                "deleted when the run ends, and an operator run with --runner in-process runs "
+                "flows inside its own pod",
+                EXIT_FAILED,
+            )
+        read, unreadable = set(), set()
+        try:
+            for pod, line in read_all(conn, found, follow=args.follow):
+                if isinstance(line, NoLogs):
+                    print(f"daskflow logs: {line}", file=sys.stderr, flush=True)
+                    unreadable.add(pod)
+                elif isinstance(line, RemoteError):
+                    raise line
+                else:
+                    read.add(pod)
+                    if show(line):
+                        print(f"[{pod}] {line}", flush=args.follow)
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+    return EXIT_FAILED if len(unreadable - read) == len(found) else EXIT_OK
+
+
 def _cluster_options() -> argparse.ArgumentParser:
     """The options every cluster command takes: where the FlowRuns are."""
     options = argparse.ArgumentParser(add_help=False)
@@ -240,7 +273,7 @@ def _output(parser: argparse.ArgumentParser, what: str) -> None:
 
 
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Registers ``submit``, ``get``, ``cancel`` and ``delete``."""
+    """Registers ``submit``, ``get``, ``logs``, ``cancel`` and ``delete``."""
     common = [_cluster_options()]
     submit = sub.add_parser(
         "submit",
@@ -287,6 +320,23 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _output(get, "the run's status or the list")
     get.add_argument("--watch", "-w", action="store_true", help="follow changes (Ctrl-C stops)")
     get.set_defaults(func=cmd_get)
+
+    logs = sub.add_parser(
+        "logs",
+        parents=common,
+        help="show the logs of a FlowRun's runner and Dask pods (--task: one task's output)",
+        description="Show the logs of a FlowRun's pods (runner, Dask scheduler, workers), each "
+        "line prefixed with [pod/NAME]. What a Python task prints or logs is in the log of the "
+        "pod that ran it, labelled [TASK] or [TASK ITEM]; --task shows only those lines. Pods "
+        "are deleted when the run ends, and their logs with them. Exit codes: 0 logs shown, "
+        "1 none could be read (no pods, none started), 2 invalid input or refused.",
+    )
+    logs.add_argument("name", metavar="NAME")
+    logs.add_argument("--task", "-t", metavar="TASK", help="only what this task printed or logged")
+    logs.add_argument(
+        "--follow", "-f", action="store_true", help="stream the logs until the pods end"
+    )
+    logs.set_defaults(func=cmd_logs)
 
     cancel = sub.add_parser(
         "cancel",

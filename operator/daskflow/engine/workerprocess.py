@@ -1,4 +1,5 @@
-"""Set-up of each worker process of a LocalCluster that daskflow starts (a Dask preload).
+"""Set-up of each Dask worker process daskflow starts (a Dask preload): the local workers
+of ``daskflow run`` and of a runner, and the worker pods of the ``kubernetes`` backend.
 
 A local worker is a subprocess of ``daskflow run``: it shares its stdout, its stderr and its
 terminal. So in every worker process, before it accepts a task (and again in a worker that
@@ -23,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import io
+import logging
 import os
+import re
 import signal
 import sys
 import threading
@@ -103,6 +106,12 @@ class LabelledOutput(io.TextIOBase):
         self.target.flush()
 
 
+def labelled_by(task: str) -> re.Pattern[str]:
+    """Matches the lines this module labels as the output of ``task`` (or of one of its
+    mapped items), for tools that read a worker's log."""
+    return re.compile(rf"\[{re.escape(task)}(?: \d+)?\] ")
+
+
 @contextlib.contextmanager
 def task_output(task: str, index: int | None = None) -> Iterator[None]:
     """Label what the task (or mapped item) prints while this context lasts."""
@@ -114,6 +123,25 @@ def task_output(task: str, index: int | None = None) -> Iterator[None]:
         _LABEL.reset(token)
         if isinstance(sys.stdout, LabelledOutput):
             sys.stdout.flush_label(label)
+
+
+class _TaskRecords(logging.Filter):
+    """A task's records from INFO up; outside tasks, warnings and errors (Python's default)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= (logging.WARNING if _LABEL.get() is None else logging.INFO)
+
+
+def _log_task_records() -> None:
+    """Send what tasks log to the (labelled) stderr, unless logging is configured already."""
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    handler = logging.StreamHandler()  # sys.stderr as it is now: labelled
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(_TaskRecords())
+    root.addHandler(handler)
+    root.setLevel(min(root.level, logging.INFO))
 
 
 def dask_setup(worker: Any) -> None:
@@ -132,6 +160,7 @@ def dask_setup(worker: Any) -> None:
         os.dup2(stderr.fileno(), 1)
         labelled = LabelledOutput(stderr)
         sys.stdout = sys.stderr = cast(TextIO, labelled)
+        _log_task_records()
 
     # A handler that does nothing, not SIG_IGN: commands started by tasks get the default
     # SIGINT back (exec resets handlers, but keeps ignored signals ignored).

@@ -9,6 +9,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..engine import workerprocess
 from ..model.spec import API_GROUP, API_VERSION, KIND, FlowRun
 
 LABEL_FLOWRUN = "daskflow.io/flowrun"
@@ -16,6 +17,7 @@ LABEL_UID = "daskflow.io/flowrun-uid"
 LABEL_COMPONENT = "daskflow.io/component"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "daskflow"
+WORKER_PRELOAD = workerprocess.__name__  # the set-up of every Dask worker process
 DASK_GROUP, DASK_VERSION = "kubernetes.dask.org", "v1"
 CHILD_NAME_MAX = 53  # DaskCluster names become Service names with suffixes
 RUNNER_UID = 10001
@@ -181,6 +183,8 @@ def build_dask_cluster_spec(
             "worker",
             "--name",
             "$(DASK_WORKER_NAME)",
+            "--preload",  # labels what tasks print and log with their names, as local workers
+            WORKER_PRELOAD,
             "--nthreads",
             str(cluster.threads_per_worker),
             "--dashboard-address",

@@ -87,7 +87,7 @@ def api_error(
     err: ApiException, verb: str, resource: str, namespace: str, name: str | None
 ) -> RemoteError:
     """One line for a failed call: what was asked, and what to do about it when clear."""
-    body = _status(err)
+    body = status_of(err)
     what = f"{verb} {resource}" + (f' "{name}"' if name else "")
     where = f'in namespace "{namespace}"'
     message = str(body.get("message") or err.reason or "").strip()
@@ -121,7 +121,7 @@ def api_error(
     return RemoteError(f"cannot {what} {where}: {err.status} {message}", code)
 
 
-def _status(err: ApiException) -> dict[str, Any]:
+def status_of(err: ApiException) -> dict[str, Any]:
     """The Status object in an error's body, if any (a missing resource has none)."""
     try:
         body = json.loads(err.body or "")
