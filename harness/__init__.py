@@ -7,7 +7,9 @@ against, as a public API:
   last value seen;
 - ``controlplane``: etcd and kube-apiserver on loopback (a real Kubernetes API);
 - ``kube``: the CRDs, RBAC and ``daskflow operator`` run against such a cluster;
-- ``helm``: the helm binary and a runner with a private home.
+- ``helm``: the helm binary and a runner with a private home;
+- ``hack``: the repository's hack/ scripts (image builds, ``hack/cluster.sh``);
+- ``realcluster``: that single-node cluster with the chart installed (the e2e tier).
 
 It lives outside ``tests/`` so that ``benchmarks/`` uses the same code as the tests without
 importing test modules.
