@@ -70,12 +70,7 @@ from kubernetes.client.exceptions import ApiException  # noqa: E402
 from bench_common import git_state  # noqa: E402
 from daskflow.model.validate import parse_flowrun  # noqa: E402
 from harness.controlplane import ControlPlane, KubeCluster  # noqa: E402
-from harness.kube import (  # noqa: E402
-    OperatorProcess,
-    apply,
-    install_crds,
-    prepare_operator_account,
-)
+from harness.kube import OperatorProcess, apply, install_crds, operator_running  # noqa: E402
 
 GROUP, VERSION, PLURAL = "daskflow.io", "v1alpha1", "flowruns"
 WORKERS, THREADS = 2, 1
@@ -417,36 +412,31 @@ def operator(
     status_interval: float,
     logs: Path | None,
 ) -> Iterator[OperatorProcess]:
-    """``daskflow operator`` as its own ServiceAccount (as harness/kube.operator_running,
-    without printing its log)."""
-    kubeconfig = prepare_operator_account(kube, namespace)
-    args = [
-        "--runner",
-        runner,
-        "--namespace",
-        namespace,
-        "--default-backend",
-        backend,
-        "--status-interval",
-        f"{status_interval:g}",
-    ]
-    if runner == "pod":
-        args += ["--image", IMAGE]
-    op = OperatorProcess(kubeconfig, args, kube.work_dir / f"operator-{namespace}.log")
+    """``daskflow operator`` as its own ServiceAccount, its start timed, the warnings of its
+    log kept (and the log copied to ``logs``)."""
+    image = ("--image", IMAGE) if runner == "pod" else ()
+    log_path = kube.work_dir / f"operator-{namespace}.log"
     t0 = time.perf_counter()
-    op.start()
-    log(
-        f"operator ({runner}/{backend}) ready in {time.perf_counter() - t0:.1f}s, "
-        f"pid {op.proc.pid if op.proc else '?'}"
-    )
     try:
-        yield op
+        with operator_running(
+            kube,
+            namespace,
+            runner=runner,
+            backend=backend,
+            extra=image,
+            status_interval=status_interval,
+            show_log=False,
+        ) as op:
+            log(
+                f"operator ({runner}/{backend}) ready in {time.perf_counter() - t0:.1f}s, "
+                f"pid {op.proc.pid if op.proc else '?'}"
+            )
+            yield op
     finally:
-        op.stop()
-        LOG_WARNINGS[namespace] = log_warnings(op.log_path)
+        LOG_WARNINGS[namespace] = log_warnings(log_path)
         if logs is not None:
             logs.mkdir(parents=True, exist_ok=True)
-            shutil.copy(op.log_path, logs / op.log_path.name)
+            shutil.copy(log_path, logs / log_path.name)
 
 
 LOG_WARNINGS: dict[str, dict[str, int]] = {}

@@ -236,8 +236,12 @@ def operator_running(
     backend: str = "local",
     extra: tuple[str, ...] = (),
     kubeconfig: Path | None = None,
+    status_interval: float = 0.5,
+    show_log: bool = True,
 ) -> Iterator[OperatorProcess]:
-    """An operator watching ``namespace``, as its own least-privileged ServiceAccount."""
+    """An operator watching ``namespace``, as its own least-privileged ServiceAccount; with
+    ``show_log``, the end of its log is printed when it has stopped (pytest shows it when a
+    test fails)."""
     kubeconfig = kubeconfig or prepare_operator_account(kube, namespace)
     op = OperatorProcess(
         kubeconfig,
@@ -249,7 +253,7 @@ def operator_running(
             "--default-backend",
             backend,
             "--status-interval",
-            "0.5",
+            f"{status_interval:g}",
             *extra,
         ],
         kube.work_dir / f"operator-{namespace}.log",
@@ -259,4 +263,5 @@ def operator_running(
         yield op
     finally:
         op.stop()
-        print(f"--- operator log ({namespace}) ---\n{op.log_tail(80)}")  # shown on failure
+        if show_log:
+            print(f"--- operator log ({namespace}) ---\n{op.log_tail(80)}")
