@@ -25,6 +25,7 @@ from harness.controlplane import (
     KubeCluster,
     remove_stale_work_dirs,
 )
+from harness.waiting import wait_for
 
 pytestmark = pytest.mark.kube
 
@@ -36,17 +37,12 @@ needs_own_control_plane = pytest.mark.skipif(
 )
 
 
-def eventually(check: Callable[[], T], timeout: float = 15.0) -> T:
+def eventually(check: Callable[[], T], what: str, timeout: float = 15.0) -> T:
     """Retry ``check`` until it stops raising (RBAC changes reach the authorizer
     through an informer, so they apply a moment after the write)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return check()
-        except (ApiException, AssertionError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    return wait_for(
+        check, timeout, what, ignore=(ApiException, AssertionError), until=lambda _: True
+    )
 
 
 def test_api_answers(kube: KubeCluster) -> None:
@@ -115,7 +111,7 @@ def test_rbac_is_enforced(kube: KubeCluster, namespace: str) -> None:
                 ),
             )
 
-        pods = eventually(lambda: core.list_namespaced_pod(namespace))
+        pods = eventually(lambda: core.list_namespaced_pod(namespace), "the pods to be listed")
         assert pods.items == []
         # The binding is for pods in this namespace only.
         with pytest.raises(ApiException) as still_forbidden:
@@ -154,7 +150,7 @@ def test_token_kubeconfig_works_with_kubectl(kube: KubeCluster, namespace: str) 
         result = kube.kubectl("get", "pods", "-n", namespace, kubeconfig=sa_kubeconfig)
         assert result.returncode == 0, result.stderr
 
-    eventually(allowed)
+    eventually(allowed, "the ServiceAccount to be allowed")
     can_i = kube.kubectl(
         "auth", "can-i", "create", "pods", "-n", namespace, kubeconfig=sa_kubeconfig
     )
