@@ -178,6 +178,11 @@ def test_stop_watching_then_cancel_then_delete(
 ) -> None:
     flow = write_flow(tmp_path / "sleepy.yaml", SLOW)
     environ = {**os.environ, "KUBECONFIG": str(cluster.kubeconfig)}
+    listing = tmp_path / "listing.txt"
+    with listing.open("w") as out:  # a user watching the namespace's list meanwhile
+        lister = subprocess.Popen(
+            [DASKFLOW, "get", "-n", team, "--watch"], env=environ, stdout=out, stderr=out
+        )
     watching = subprocess.Popen(
         [DASKFLOW, "submit", str(flow), "-n", team, "--watch"],
         env=environ,
@@ -208,6 +213,22 @@ def test_stop_watching_then_cancel_then_delete(
     assert watched.returncode == 1, (watched.stdout, watched.stderr)
     assert "sleepy: Cancelled" in watched.stdout
     assert re.search(r"nap\s*│\s*Cancelled", watched.stdout), watched.stdout
+
+    # And the list watched all along has had a line for each of its phases
+    try:
+        for phase in ("Running", "Cancelled"):
+            wait_for(
+                lambda phase=phase: re.search(
+                    rf"^sleepy +{phase} +0/1 ", listing.read_text(), re.M
+                ),
+                60,
+                f"a line for sleepy {phase} in the watched list",
+            )
+        lister.send_signal(signal.SIGINT)
+        assert lister.wait(30) == 0, listing.read_text()
+    finally:
+        lister.kill()
+    assert "Traceback" not in listing.read_text()
 
     # When they delete it, it is gone (the operator's finalizer let it go)
     deleted = daskflow("delete", "sleepy", "-n", team, kubeconfig=cluster.kubeconfig)

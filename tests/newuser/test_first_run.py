@@ -207,11 +207,14 @@ def test_task_logging_goes_to_stderr_labelled(project: UserProject) -> None:
         import logging
 
         log = logging.getLogger("noisy")
+        detailed = logging.getLogger("noisy.detail")
+        detailed.setLevel(logging.DEBUG)
 
         def work(n):
             log.debug("not shown: below INFO")
             log.info("working on %d", n)
             log.warning("careful")
+            detailed.debug("shown: its logger is set to DEBUG")
             return n
         """,
     )
@@ -221,6 +224,7 @@ def test_task_logging_goes_to_stderr_labelled(project: UserProject) -> None:
     lines = proc.stderr.splitlines()
     assert "[work] INFO noisy: working on 3" in lines, proc.stderr
     assert "[work] WARNING noisy: careful" in lines, proc.stderr
+    assert "[work] DEBUG noisy.detail: shown: its logger is set to DEBUG" in lines, proc.stderr
     assert "not shown" not in proc.stderr
 
 

@@ -126,10 +126,11 @@ def task_output(task: str, index: int | None = None) -> Iterator[None]:
 
 
 class _TaskRecords(logging.Filter):
-    """A task's records from INFO up; outside tasks, warnings and errors (Python's default)."""
+    """A task's records, as its loggers' levels let them through (INFO by default);
+    outside tasks, warnings and errors only (Python's default)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= (logging.WARNING if _LABEL.get() is None else logging.INFO)
+        return _LABEL.get() is not None or record.levelno >= logging.WARNING
 
 
 def _log_task_records() -> None:
