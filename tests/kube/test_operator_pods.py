@@ -77,11 +77,13 @@ def runner_process(
     *extra: str,
     account: str = "daskflow-runner",
     prefix: tuple[str, ...] = (),
+    environ: dict[str, str] | None = None,
 ) -> Supervised:
-    """``daskflow runner`` as the account (``prefix``: a command to run it under)."""
+    """``daskflow runner`` as the account (``prefix``: a command to run it under;
+    ``environ``: more environment variables)."""
     kubeconfig = kube.service_account_kubeconfig(namespace, account)
     bind_rules(kube, namespace, account, "runner-rules")
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    env = {**os.environ, **(environ or {}), "KUBECONFIG": str(kubeconfig)}
     return Supervised(
         [
             *prefix,
@@ -287,6 +289,24 @@ def test_runner_with_only_its_own_rules_drives_the_run(crds: KubeCluster, namesp
     assert status["phase"] == "Succeeded"
     assert status["tasks"]["say"]["result"] == "[2,4,6]"
     assert status["runner"]["mode"] == "pod"
+
+
+def test_runner_flags_win_over_the_environment(crds: KubeCluster, namespace: str) -> None:
+    """The operator gives each runner pod DASKFLOW_* variables; a flag given wins over
+    each (the status interval's variable used to win, and here it does not even parse)."""
+    with operator_running(crds, namespace, runner="pod", backend="local"):
+        apply(crds, flowrun("flagged", [{"name": "hi", "command": ["echo", "hi"]}]), namespace)
+        children(crds, namespace, "flagged")
+        environ = {
+            "DASKFLOW_BACKEND": "address",
+            "DASKFLOW_SCHEDULER_ADDRESS": "tcp://127.0.0.1:9",
+            "DASKFLOW_STATUS_INTERVAL": "soon",
+        }
+        # runner_process gives --status-interval 0.5 too
+        runner = runner_process(crds, namespace, "flagged", "--backend", "local", environ=environ)
+        assert runner.wait(120) == 0
+        status = wait_for_phase(crds, namespace, "flagged")["status"]
+    assert (status["phase"], status["runner"]["backend"]) == ("Succeeded", "local")
 
 
 @pytest.fixture

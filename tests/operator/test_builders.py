@@ -9,7 +9,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from daskflow.kube.builders import (
-    OperatorDefaults,
     build_dask_autoscaler_spec,
     build_dask_cluster_spec,
     build_runner_job,
@@ -17,6 +16,7 @@ from daskflow.kube.builders import (
     is_owned_by,
     service_account_problem,
 )
+from daskflow.kube.config import OperatorDefaults
 from daskflow.kube.metrics import FlowRunMetrics
 from daskflow.kube.runner import RunnerSettings, resolve_target
 from daskflow.kube.status import merge_diff, succeeded_condition

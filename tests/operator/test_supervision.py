@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from daskflow.kube.builders import OperatorDefaults
+from daskflow.kube.config import OperatorDefaults
 from daskflow.kube.supervision import (
     DEADLINE_GRACE,
     IN_PROCESS,

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..engine import workerprocess
 from ..model.spec import API_GROUP, API_VERSION, KIND, FlowRun
+from .config import ADDRESS_ENV, BACKEND_ENV, STATUS_INTERVAL_ENV, OperatorDefaults
 
 LABEL_FLOWRUN = "daskflow.io/flowrun"
 LABEL_UID = "daskflow.io/flowrun-uid"
@@ -21,25 +21,6 @@ WORKER_PRELOAD = workerprocess.__name__  # the set-up of every Dask worker proce
 DASK_GROUP, DASK_VERSION = "kubernetes.dask.org", "v1"
 CHILD_NAME_MAX = 53  # DaskCluster names become Service names with suffixes
 RUNNER_UID = 10001
-
-
-@dataclass(frozen=True)
-class OperatorDefaults:
-    """What the operator fills in where a FlowRun's spec is silent."""
-
-    image: str = "daskflow:latest"
-    backend: str = "kubernetes"
-    runner_service_account: str = "daskflow-runner"
-    # Accounts a FlowRun may name in spec.serviceAccountName, besides the default one.
-    # "*" allows any: then creating a FlowRun is as strong as creating a pod as any account
-    # of the namespace.
-    allowed_service_accounts: tuple[str, ...] = ()
-    image_pull_policy: str = "IfNotPresent"
-    status_interval: float = 1.0
-    runner_backoff_limit: int = 3
-    runner_resources: dict[str, Any] = field(
-        default_factory=lambda: {"requests": {"cpu": "100m", "memory": "256Mi"}}
-    )
 
 
 def child_name(name: str, uid: str, limit: int = CHILD_NAME_MAX) -> str:
@@ -260,13 +241,11 @@ def build_runner_job(flow: FlowRun, defaults: OperatorDefaults, backend: str) ->
     image = flow.spec.image or defaults.image
     labels = flowrun_labels(flow, "runner")
     env = [
-        {"name": "DASKFLOW_BACKEND", "value": backend},
-        {"name": "DASKFLOW_STATUS_INTERVAL", "value": f"{defaults.status_interval:g}"},
+        {"name": BACKEND_ENV, "value": backend},
+        {"name": STATUS_INTERVAL_ENV, "value": f"{defaults.status_interval:g}"},
     ]
     if backend == "kubernetes":
-        env.append(
-            {"name": "DASKFLOW_SCHEDULER_ADDRESS", "value": scheduler_address(name, flow.namespace)}
-        )
+        env.append({"name": ADDRESS_ENV, "value": scheduler_address(name, flow.namespace)})
     container = {
         "name": "runner",
         "image": image,

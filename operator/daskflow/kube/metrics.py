@@ -23,7 +23,7 @@ from prometheus_client import (
     Histogram,
 )
 
-from ..model.spec import ClusterSpec
+from ..model.spec import BACKENDS, ClusterSpec
 from ..model.states import Phase, TaskState
 from ..model.status import parse_time
 
@@ -32,7 +32,6 @@ TASK_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 14400)
 STARTUP_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 DEFAULT_WORKERS = ClusterSpec().workers  # what a spec without cluster.workers asks for
 ERROR_REASONS = ("api", "cluster", "runner", "internal")
-BACKENDS = ("kubernetes", "local", "address")
 # Runs ended by the operator itself, by why: infrastructure, not the user's tasks.
 ENDED_BY_REASON = {
     "ClusterStartTimeout": "cluster",

@@ -18,7 +18,6 @@ import copy
 import logging
 import random
 import threading
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,7 +36,8 @@ from .api import (
     KubeApi,
     KubeApiError,
 )
-from .builders import LABEL_UID, OperatorDefaults, child_name, is_owned_by
+from .builders import LABEL_UID, child_name, is_owned_by
+from .config import IN_PROCESS, POD, OperatorConfig
 from .endpoints import serve_health, serve_metrics
 from .metrics import FlowRunMetrics
 from .pods import ImagePullWatch
@@ -52,20 +52,6 @@ SUPERVISE_INTERVAL = 1.0  # reading the live body: no API call
 CHILD_POLL_INTERVAL = 5.0  # reading the Job and the DaskCluster: one GET each
 RETRY_DELAY = 5.0  # after a failed API call
 CHILD_KINDS = {"dask": (DASKAUTOSCALERS, DASKCLUSTERS), "runner": (JOBS,)}
-
-
-@dataclass
-class OperatorConfig:
-    runner: str = sv.POD  # or sv.IN_PROCESS
-    namespaces: list[str] = field(default_factory=list)
-    all_namespaces: bool = False
-    defaults: OperatorDefaults = field(default_factory=OperatorDefaults)
-    metrics_port: int = 9090
-    health_port: int = 8080
-    bind_address: str = "0.0.0.0"
-    peering: str | None = "daskflow"
-    priority: int | None = None
-    kubeconfig: str | None = None
 
 
 def snapshot(body: Any) -> dict[str, Any]:
@@ -184,7 +170,7 @@ class FlowRunDaemon:
             return None
         self.fetch_at = loop.time() + CHILD_POLL_INTERVAL
         namespace = self.namespace
-        if self.setup.mode == sv.POD:
+        if self.setup.mode == POD:
             self.job = await self.sup.api.get(JOBS, namespace, self.name)
         if self.setup.backend in ("kubernetes", ""):  # "": unknown, the spec was refused
             self.cluster = await self.sup.api.get(DASKCLUSTERS, namespace, self.name)
@@ -196,7 +182,7 @@ class FlowRunDaemon:
         return self.images.problem(pods, loop.time())
 
     def runner_view(self) -> dict[str, Any] | None:
-        if self.setup.mode == sv.POD:
+        if self.setup.mode == POD:
             return self.job
         if self.runner is not None and self.runner.done() and not self.runner.cancelled():
             self.runner.result()  # an in-process runner that crashed: kopf retries
@@ -279,7 +265,7 @@ class FlowRunDaemon:
             self.meta["name"],
             settings,
             poll=lambda: snapshot(self.body),
-            extra_status={"runner": {"mode": sv.IN_PROCESS}},
+            extra_status={"runner": {"mode": IN_PROCESS}},
         )
 
 

@@ -29,7 +29,8 @@ from ..model.spec import FlowRun
 from ..model.states import Phase, TaskState
 from ..model.validate import ManifestError, parse_flowrun
 from .api import FLOWRUNS, KubeApi
-from .builders import OperatorDefaults, scheduler_address
+from .builders import scheduler_address
+from .config import OperatorDefaults
 from .status import RunEndedElsewhere, StatusWriter
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,6 @@ from ..model.states import Phase
 from ..model.status import parse_time
 from ..model.validate import ManifestError, parse_flowrun
 from .builders import (
-    OperatorDefaults,
     build_dask_autoscaler_spec,
     build_dask_cluster_spec,
     build_runner_job,
@@ -31,9 +30,8 @@ from .builders import (
     scheduler_address,
     service_account_problem,
 )
+from .config import IN_PROCESS, POD, OperatorDefaults
 
-POD, IN_PROCESS = "pod", "in-process"
-RUNNER_MODES = (POD, IN_PROCESS)
 DEADLINE_GRACE = 10.0  # the runner enforces the deadline itself; this is the backstop
 RUNNER_EXIT_GRACE = 10.0  # after a run ends, how long its runner may take to exit
 API_ERROR = "ApiError"  # the reason of a run the operator cannot start yet

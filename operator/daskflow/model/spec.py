@@ -7,7 +7,7 @@ so every bound declared here is also enforced by the API server.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
@@ -26,6 +26,9 @@ _IDENT = r"[A-Za-z_][A-Za-z0-9_]*"
 CALL_PATTERN = rf"^{_IDENT}(\.{_IDENT})*:{_IDENT}(\.{_IDENT})?$"
 # A Dask scheduler address as distributed parses it: an optional scheme, a host, a port.
 SCHEDULER_ADDRESS = r"^((tcp|tls|ws|wss)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+):[0-9]{1,5}$"
+
+Backend = Literal["local", "kubernetes", "address"]
+BACKENDS: tuple[str, ...] = get_args(Backend)
 
 TaskName = Annotated[str, Field(min_length=1, max_length=63, pattern=DNS_LABEL)]
 
@@ -104,7 +107,7 @@ class Adaptive(_Model):
 class ClusterSpec(_Model):
     """Where the flow's Dask cluster comes from and how big it is."""
 
-    backend: Literal["local", "kubernetes", "address"] | None = Field(
+    backend: Backend | None = Field(
         default=None, description="local, kubernetes or address; the operator has a default."
     )
     workers: int = Field(default=2, ge=0, le=1000)
