@@ -428,6 +428,37 @@ def test_default_watches_the_release_namespace(helm: Helm) -> None:
 
 
 @pytest.mark.helm
+def test_the_operator_reads_the_charts_args_as_meant(helm: Helm) -> None:
+    """The rendered args go through daskflow's own parser: each value arrives where the
+    chart means it to, and the chart's defaults are the operator's own."""
+    from daskflow.cli import build_parser
+    from daskflow.kube.config import OperatorConfig, OperatorDefaults
+
+    def parsed(values: dict[str, Any]) -> Any:
+        return build_parser().parse_args(container_args(operator_deployment(helm.render(values))))
+
+    chart, defaults, config = parsed({}), OperatorDefaults(), OperatorConfig()
+    assert (chart.runner, chart.default_backend) == (config.runner, defaults.backend)
+    assert chart.image_pull_policy == defaults.image_pull_policy
+    assert chart.runner_service_account == defaults.runner_service_account
+    assert chart.status_interval == defaults.status_interval
+    assert (chart.metrics_port, chart.health_port) == (config.metrics_port, config.health_port)
+    assert chart.peering == config.peering
+    custom = parsed(
+        {
+            "operator": {"runner": "in-process", "defaultBackend": "local", "statusInterval": 2.5},
+            "runner": {"allowedServiceAccounts": ["etl"]},
+        }
+    )
+    assert (custom.runner, custom.default_backend, custom.status_interval) == (
+        "in-process",
+        "local",
+        2.5,
+    )
+    assert custom.allow_service_account == ["etl"]
+
+
+@pytest.mark.helm
 def test_cluster_wide_rendering(helm: Helm) -> None:
     docs = helm.render({"rbac": {"clusterWide": True}, "runner": {"namespaces": ["team-a"]}})
     role = one(docs, "ClusterRole", "daskflow")
