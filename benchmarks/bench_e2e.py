@@ -37,7 +37,7 @@ for _p in (str(ROOT), str(HERE)):
 import yaml  # noqa: E402
 
 from bench_common import git_state  # noqa: E402
-from harness.hack import BASE_IMAGE, cluster_sh, run_hack  # noqa: E402
+from harness.hack import BASE_IMAGE, cluster_sh, docker_engine_running, run_hack  # noqa: E402
 from harness.helm import Helm, find_or_build_helm  # noqa: E402
 from harness.realcluster import (  # noqa: E402
     IMAGE,
@@ -113,10 +113,11 @@ def main() -> int:
     kubeconfig = Path(cluster_sh("up").strip().splitlines()[-1])
     cluster = RealCluster(kubeconfig, work)
     log("building and loading the image")
-    run_hack("start-dockerd.sh", work / "dockerd.log", 900)
-    run_hack("build-base-image.sh", work / "base.log", 1200)
-    run_hack("build-image.sh", work / "image.log", 1200, {"IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE})
-    cluster_sh("load", IMAGE, timeout=600)
+    with docker_engine_running(work / "dockerd.log"):  # only to build and load the image
+        run_hack("build-base-image.sh", work / "base.log", 1200)
+        image_env = {"IMAGE": IMAGE, "BASE_IMAGE": BASE_IMAGE}
+        run_hack("build-image.sh", work / "image.log", 1200, image_env)
+        cluster_sh("load", IMAGE, timeout=600)
     (work / "helm").mkdir()
     helm = Helm(find_or_build_helm(), work / "helm")
     install = install_chart(cluster, IMAGE, helm)

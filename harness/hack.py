@@ -1,11 +1,15 @@
 """The repository's ``hack/`` scripts as the tests and benchmarks run them: image builds,
-dockerd and the single-node cluster of ``hack/cluster.sh``, each failing with its output."""
+dockerd (stopped again if it was started here) and the single-node cluster of
+``hack/cluster.sh``, each failing with its output."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,3 +59,28 @@ def cluster_sh(*args: str, timeout: float = 1800) -> str:
             pytrace=False,
         )
     return proc.stdout
+
+
+def _docker_answers() -> bool:
+    try:
+        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+@contextlib.contextmanager
+def docker_engine_running(log: Path) -> Iterator[float]:
+    """A Docker engine that answers (hack/start-dockerd.sh starts it, and installs it if need
+    be); yields the seconds that took. A dockerd started here is stopped at the end; one that
+    was already running is left alone."""
+    already = _docker_answers()
+    seconds = run_hack("start-dockerd.sh", log, 900)
+    try:
+        yield seconds
+    finally:
+        pidfile = Path("/var/run/docker.pid")
+        if not already and pidfile.exists():
+            pid = int(pidfile.read_text().strip() or 0)
+            if pid > 0:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)

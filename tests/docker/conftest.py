@@ -11,10 +11,8 @@ as the cache it is. ``containers`` starts containers for one test and removes th
 
 from __future__ import annotations
 
-import contextlib
 import os
 import secrets
-import signal
 import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -22,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.hack import BASE_IMAGE, run_hack
+from harness.hack import BASE_IMAGE, docker_engine_running, run_hack
 
 UID = 10001
 # Every image derived from the base image carries this label (set by `docker import`); it
@@ -54,27 +52,12 @@ class Image:
     build_seconds: dict[str, float] = field(default_factory=dict)
 
 
-def _docker_answers() -> bool:
-    try:
-        return subprocess.run(["docker", "info"], capture_output=True, timeout=20).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
 @pytest.fixture(scope="session")
 def docker_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A Docker engine that answers (started, and installed if need be). A dockerd this
-    session started is stopped at its end; one that was already running is left alone."""
-    already = _docker_answers()
-    logs = tmp_path_factory.mktemp("docker")
-    _timings["dockerd"] = run_hack("start-dockerd.sh", logs / "start-dockerd.log", 900)
-    yield
-    pidfile = Path("/var/run/docker.pid")
-    if not already and pidfile.exists():
-        pid = int(pidfile.read_text().strip() or 0)
-        if pid > 0:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
+    """A Docker engine that answers, for the session (harness.hack.docker_engine_running)."""
+    with docker_engine_running(tmp_path_factory.mktemp("docker") / "start-dockerd.log") as took:
+        _timings["dockerd"] = took
+        yield
 
 
 @pytest.fixture(scope="session")
