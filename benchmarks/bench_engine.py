@@ -326,10 +326,25 @@ async def profile_engine(client: Client, sc: Scenario, directory: Path, profiler
     return str(path)
 
 
+# The engine's own code: the Dask adapter, its plan and reading of futures and mapped
+# items, the worker side, and the run's state.
+ENGINE_CODE = tuple(
+    f"operator/daskflow/{m}.py"
+    for m in (
+        "engine/flow",
+        "engine/plan",
+        "engine/outcome",
+        "engine/items",
+        "engine/worker",
+        "model/runstate",
+    )
+)
+
+
 def _engine_fingerprint() -> dict[str, str]:
     """Which engine code was measured (the tree may be dirty)."""
     out = {}
-    for rel in ("operator/daskflow/engine/flow.py", "operator/daskflow/engine/worker.py"):
+    for rel in ENGINE_CODE:
         with contextlib.suppress(OSError):
             out[rel] = hashlib.sha256((ROOT / rel).read_bytes()).hexdigest()[:12]
     with contextlib.suppress(Exception):

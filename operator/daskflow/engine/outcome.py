@@ -1,27 +1,26 @@
-"""What a Dask future that ended means for its task, and how a mapped task's items add up.
+"""What Dask tells the engine, read as the run's events: how a future ended, and what a
+worker event says.
 
 Outcomes travel as exceptions: a task that fails its last attempt raises
 :class:`~daskflow.engine.worker.TaskFailed` naming itself, and Dask hands that same
 exception to every dependent, which is how a dependent learns it is UpstreamFailed rather
-than Failed. :func:`outcome` reads that back; :class:`MapFollower` follows the items of
-one mapped task and turns them into :class:`~daskflow.model.runstate.RunState` events.
+than Failed. :func:`outcome` reads that back. The details (attempts, retries, times, a
+small result) come as worker events (see :func:`daskflow.engine.worker.run_task`), which
+:func:`worker_event` turns into :mod:`daskflow.model.events`.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections import deque
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Collection, Mapping
 from typing import Any, NamedTuple
 
 from distributed import Future
 from distributed.client import FutureCancelledError
 from distributed.scheduler import KilledWorker
 
-from ..model.events import ItemsEnded, TaskEnded
+from ..model.events import AttemptFailed, Event, TaskReported, TaskStarted, WorkerLost
 from ..model.states import TaskState
-from ..model.status import ItemCounts
 from .plan import TaskPlan
 from .worker import TaskCancelled, TaskFailed, TaskSkipped, describe_error
 
@@ -29,6 +28,10 @@ AnyFuture = Future[Any]
 LIVE = frozenset({"pending", "lost"})  # Future.status of a task that has not ended
 # distributed cancels every future of a client that loses its scheduler, with this reason.
 SCHEDULER_LOST = "scheduler-connection-lost"
+SCHEDULER_LOST_MESSAGE = (
+    "lost the Dask scheduler (its pod was deleted or crashed, or the network failed): "
+    "the run's tasks and results on the cluster are gone"
+)
 
 
 class Outcome(NamedTuple):
@@ -94,86 +97,18 @@ async def _cancel_reason(future: AnyFuture) -> str | None:
     return None
 
 
-@dataclass
-class MapFollower:
-    """The items of one mapped task on the cluster, followed by the status of their futures
-    (cheaper than ``as_completed``, which costs several asyncio tasks per future)."""
-
-    task: TaskPlan
-    futures: list[AnyFuture]
-    queue: deque[tuple[int, AnyFuture]] = field(default_factory=deque)  # items not yet seen
-    failed_self: int = 0  # items that failed themselves (not because of an upstream)
-    first_error: tuple[int, TaskFailed] | None = None  # the lowest item that failed itself
-    upstream_error: BaseException | None = None  # why an item could not run, if not itself
-
-    def __post_init__(self) -> None:
-        self.queue = deque(enumerate(self.futures))
-
-    def take_ended(self, full: bool) -> tuple[int, list[tuple[int, AnyFuture]]]:
-        """Items that ended since the last look: how many finished, and the others. Looks
-        at the front of the queue, or at all of it when ``full``."""
-        queue = self.queue
-        ok = 0
-        ended: list[tuple[int, AnyFuture]] = []
-        while queue and queue[0][1].status not in LIVE:
-            item = queue.popleft()
-            if item[1].status == "finished":
-                ok += 1
-            else:
-                ended.append(item)
-        if full and queue:
-            rest: deque[tuple[int, AnyFuture]] = deque()
-            for item in queue:
-                status = item[1].status
-                if status in LIVE:
-                    rest.append(item)
-                elif status == "finished":
-                    ok += 1
-                else:
-                    ended.append(item)
-            self.queue = rest
-        return ok, ended
-
-    def tally(self, ok: int, ended: list[tuple[int, Outcome]]) -> ItemsEnded:
-        """The event that counts ``ok`` finished items and those of ``ended``."""
-        name = self.task.name
-        counts = dict.fromkeys(("succeeded", "failed", "cancelled", "skipped"), 0)
-        counts["succeeded"] = ok
-        own: list[int] = []
-        for index, (state, _, _, exc, _) in ended:
-            if state == TaskState.SUCCEEDED:
-                counts["succeeded"] += 1
-            elif state == TaskState.CANCELLED:
-                counts["cancelled"] += 1
-            elif state == TaskState.SKIPPED:
-                counts["skipped"] += 1
-                self.upstream_error = self.upstream_error or exc
-            elif isinstance(exc, TaskFailed) and exc.task == name:
-                counts["failed"] += 1
-                self.failed_self += 1
-                own.append(index)
-                if self.first_error is None or index < self.first_error[0]:
-                    self.first_error = (index, exc)
-            else:
-                counts["failed"] += 1
-                self.upstream_error = self.upstream_error or exc
-        return ItemsEnded(name, failed_items=tuple(own), **counts)
-
-    def ended(self, counts: ItemCounts, attempts: int, time: str) -> TaskEnded:
-        """How the mapped task ends, once all its items have."""
-        name = self.task.name
-        if self.first_error is not None:
-            first, err = self.first_error
-            how = f"{self.failed_self} of {counts.total} items failed; item {first}: {err.message}"
-            return TaskEnded(name, TaskState.FAILED, time, how, err.attempts, err.reason)
-        exc = self.upstream_error
-        if isinstance(exc, TaskSkipped):
-            return TaskEnded(name, TaskState.SKIPPED, time, f"upstream task {exc.task!r} skipped")
-        if isinstance(exc, TaskFailed):
-            why = f"upstream task {exc.task!r} failed"
-            return TaskEnded(name, TaskState.UPSTREAM_FAILED, time, why)
-        if exc is not None:
-            return TaskEnded(name, TaskState.FAILED, time, describe_error(exc), attempts=1)
-        if counts.cancelled:
-            return TaskEnded(name, TaskState.CANCELLED, time, f"{counts.cancelled} items cancelled")
-        return TaskEnded(name, TaskState.SUCCEEDED, time, attempts=max(1, attempts))
+def worker_event(msg: Mapping[str, Any], tasks: Collection[str], now: str) -> Event | None:
+    """The event a worker event of this run stands for (None: not about a task of it)."""
+    name = msg.get("task")
+    if not isinstance(name, str) or name not in tasks:
+        return None
+    kind = msg.get("event")
+    if kind == "start":
+        return TaskStarted(name, msg["attempt"], msg["time"])
+    if kind == "lost":  # a rerun, after attempts that their worker's death ended
+        return WorkerLost(name, msg["item"], msg["lost"], msg["message"], now)
+    if kind == "retry":
+        return AttemptFailed(name, msg["attempt"], msg["message"], now)
+    if kind == "done":
+        return TaskReported(name, msg["attempts"], msg["start"], msg["end"], msg["result"])
+    return None

@@ -11,14 +11,17 @@ and in :class:`~daskflow.model.runstate.RunState`.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import heapq
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from ..model.graph import REFERENCING_FIELDS, referenced_tasks, task_dependencies, topological_order
 from ..model.refs import Ref, iter_refs, substitute
 from ..model.spec import FlowRun, TaskSpec
-from .worker import TaskRuntime
+from ..model.states import TaskState
+from ..model.status import TaskRecord
+from .worker import TaskRuntime, truthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +46,25 @@ class TaskPlan:
         feed = (self.feed_dep,) if self.feed_dep else ()
         return tuple(dict.fromkeys((*self.gate_deps, *self.data_deps, *feed)))
 
+    def blocked_by(
+        self, tasks: Mapping[str, TaskRecord], handles: Container[str]
+    ) -> tuple[TaskState, str] | tuple[()] | None:
+        """Whether it can be submitted, given the records of the run's tasks and the tasks
+        that have a handle (a future, or a known value). None: wait. (): ready.
+        (state, task): it will never run, because of ``task``; it takes ``state``."""
+        for dep in self.upstream:
+            state = tasks[dep].state
+            if state in (TaskState.FAILED, TaskState.UPSTREAM_FAILED):
+                return TaskState.UPSTREAM_FAILED, dep
+            if state in (TaskState.SKIPPED, TaskState.CANCELLED):
+                return state, dep
+        if not all(tasks[dep].state.terminal for dep in self.gate_deps):
+            return None
+        feed = (self.feed_dep,) if self.feed_dep else ()
+        if not all(dep in handles for dep in (*self.data_deps, *feed)):
+            return None
+        return ()
+
 
 @dataclass(frozen=True, slots=True)
 class FlowPlan:
@@ -58,8 +80,11 @@ class FlowPlan:
     def mapped(self) -> frozenset[str]:
         return frozenset(n for n, t in self.tasks.items() if t.mapped)
 
-    def client_lookup(self, gathered: Mapping[str, Any]) -> Callable[[Ref], Any]:
-        """References as the client resolves them (a mapped task's ``when`` and ``map``)."""
+    def fan_out(
+        self, task: TaskPlan, gathered: Mapping[str, Any], feed: list[Any] | None
+    ) -> list[Any] | None:
+        """What a mapped task fans out over, given the values of its gates (and the item
+        futures of its feed, if it has one); None if its ``when`` is false."""
 
         def lookup(ref: Ref) -> Any:
             if ref.kind == "tasks":
@@ -68,16 +93,65 @@ class FlowPlan:
                 raise ValueError("$(item) is only defined inside a mapped task's inputs")
             return static_value(self.flow, ref)
 
-        return lookup
-
-    def map_items(self, task: TaskPlan, lookup: Callable[[Ref], Any]) -> list[Any]:
-        """The list a mapped task (without a feed) fans out over."""
+        if task.spec.when is not None and not truthy(substitute(task.spec.when, lookup)):
+            return None
+        if feed is not None:
+            return list(feed)
         value = substitute(task.spec.map, lookup)
         if isinstance(value, list | tuple):
             return list(value)
         source = referenced_tasks(task.spec, ("map",))
         what = f"result of task {source[0]!r}" if source else "value"
         raise TypeError(f"map: the {what} is a {type(value).__name__}, not a list")
+
+
+class ReadyQueue:
+    """The tasks to look at next, in topological order: at first all of them, then the
+    dependents of a task that ended or was submitted."""
+
+    def __init__(self, plan: FlowPlan) -> None:
+        self._plan = plan
+        self._heap = list(range(len(plan.order)))  # ranks
+        self._queued = set(plan.order)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
+
+    def pop(self) -> str:
+        name = self._plan.order[heapq.heappop(self._heap)]
+        self._queued.discard(name)
+        return name
+
+    def wake(self, names: Iterable[str]) -> None:
+        for name in names:
+            if name not in self._queued:
+                self._queued.add(name)
+                heapq.heappush(self._heap, self._plan.rank[name])
+
+
+def restore(
+    plan: FlowPlan, previous: Mapping[str, Any], values: Mapping[str, Any]
+) -> tuple[dict[str, Any], set[str], list[str]]:
+    """What an earlier attempt at this run left: the values of the tasks it finished
+    (``values``, or a result kept in its status), the tasks it finished (not run again),
+    and the tasks that succeeded but whose value is gone (they run again)."""
+    known: dict[str, Any] = {}
+    done: set[str] = set()
+    rerun: list[str] = []
+    for name, rec in (previous.get("tasks") or {}).items():
+        state = TaskState(rec.get("state") or TaskState.PENDING)
+        if name not in plan.tasks or not state.terminal or state == TaskState.CANCELLED:
+            continue
+        if state == TaskState.SUCCEEDED:
+            if name in values:
+                known[name] = values[name]
+            elif "result" in rec and not plan.tasks[name].mapped:
+                known[name] = rec["result"]
+            else:
+                rerun.append(name)
+                continue
+        done.add(name)
+    return known, done, rerun
 
 
 def static_value(flow: FlowRun, ref: Ref) -> Any:
