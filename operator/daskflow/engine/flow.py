@@ -252,20 +252,17 @@ class FlowEngine:
             name = self.ready.pop()
             if name in self.submitted or self.state.tasks[name].state.terminal:
                 continue
+            if self.state.fail_fast_tripped:
+                why = "not started: failFast"
+                self._apply(TaskEnded(name, TaskState.CANCELLED, now_iso(), why))
+                progressed = True
+                continue
             task = self.plan.tasks[name]
-            blocked = (
-                ()
-                if self.state.fail_fast_tripped
-                else task.blocked_by(self.state.tasks, self.handles)
-            )
+            blocked = task.blocked_by(self.state.tasks, self.handles)
             if blocked is None:
                 continue
             progressed = True
-            if self.state.fail_fast_tripped:
-                self._apply(
-                    TaskEnded(name, TaskState.CANCELLED, now_iso(), "not started: failFast")
-                )
-            elif blocked:
+            if blocked:
                 state, upstream = blocked
                 why = "failed" if state == TaskState.UPSTREAM_FAILED else state.lower()
                 self._apply(TaskEnded(name, state, now_iso(), f"upstream task {upstream!r} {why}"))
