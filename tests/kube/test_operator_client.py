@@ -1,6 +1,7 @@
 """One Kubernetes client per process: the credentials daskflow loads are the ones kopf logs
-in with, whether they come from ``--kubeconfig`` or from a pod's ServiceAccount; and an
-operator that stops leaves no thread, port or connection of its own behind.
+in with, whether they come from ``--kubeconfig`` or from a pod's ServiceAccount; an
+operator that stops leaves no thread, port or connection of its own behind; and a call
+that cannot connect yet is tried again.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import aiohttp
 import psutil
@@ -138,3 +140,50 @@ def test_a_pods_service_account_is_what_kopf_logs_in_with(
     assert refused.status == 403 and account in str(refused), refused
     assert str(refused).startswith("get flowruns.daskflow.io kube-system/etl: 403 Forbidden")
     assert status == 403 and account in body, body
+
+
+async def relay(port: int, host: str, to: int) -> asyncio.Server:
+    """A TCP relay from 127.0.0.1:port to host:to (TLS passes through it untouched)."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            writer.close()
+
+    async def connected(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream = await asyncio.open_connection(host, to)
+        await asyncio.gather(pipe(reader, upstream[1]), pipe(upstream[0], writer))
+
+    return await asyncio.start_server(connected, "127.0.0.1", port)
+
+
+def test_a_call_that_cannot_connect_yet_is_tried_again(crds: KubeCluster) -> None:
+    # The API server comes up a moment after the first try (a restart, a Service that moved):
+    # the call is made again instead of failing the run it was for.
+    async def scenario() -> tuple[object, float]:
+        configuration = await load_configuration(str(crds.kubeconfig))
+        server = urlsplit(configuration.host)
+        port = free_port()
+        configuration.host = f"https://127.0.0.1:{port}"
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+
+        async def listen_late() -> asyncio.Server:
+            await asyncio.sleep(0.5)
+            return await relay(port, server.hostname or "", server.port or 443)
+
+        late = asyncio.create_task(listen_late())
+        try:
+            async with KubeApi(configuration) as api:
+                found = await api.get(FLOWRUNS, "default", "no-such-run")
+            return found, loop.time() - started
+        finally:
+            listening = await late
+            listening.close()
+
+    found, took = asyncio.run(scenario())
+    assert found is None  # the API server's answer: no such FlowRun
+    assert took >= 0.5

@@ -16,6 +16,7 @@ say what failed, not just "404".
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -23,7 +24,7 @@ import os
 import secrets
 import sys
 import threading
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 MERGE_PATCH = "application/merge-patch+json"
+RECONNECT_DELAYS = (0.2, 1.0, 3.0)  # seconds before each new try of a call that lost its connection
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 
 # The API server stores JSON nested up to 10,000 levels and refuses deeper. Python's JSON
@@ -199,24 +201,42 @@ class KubeApi:
             proxy_url=cfg.proxy,
         )
 
-    async def _call(self, what: tuple[str, Resource, str | None, str], call: Awaitable[Any]) -> Any:
-        """Await one API call; ``what`` is (verb, resource, namespace, name)."""
-        try:
-            return await call
-        except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as err:
-            raise KubeApiError(err, *what) from err
+    async def _call(
+        self,
+        what: tuple[str, Resource, str | None, str],
+        method: Callable[..., Awaitable[Any]],
+        *args: Any,
+        **kwargs: Any,
+    ) -> Any:
+        """One API call; ``what`` is (verb, resource, namespace, name).
+
+        A call that could not connect, or whose connection the server closed before it
+        answered, is tried again: every call daskflow makes may be repeated (a GET, a merge
+        patch, a delete or create whose 404 or 409 the caller expects).
+        """
+        delays = iter(RECONNECT_DELAYS)
+        while True:
+            try:
+                return await method(*args, **kwargs)
+            except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError) as err:
+                delay = next(delays, None)
+                if delay is None:
+                    raise KubeApiError(err, *what) from err
+                log.debug("%s %s: %s; trying again in %gs", what[0], what[1], err, delay)
+                await asyncio.sleep(delay)
+            except (ApiException, aiohttp.ClientError, TimeoutError, OSError) as err:
+                raise KubeApiError(err, *what) from err
 
     async def get(self, res: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
         """The object, or None if it does not exist (``namespace`` None: cluster-scoped)."""
-        call = (
-            self.custom.get_namespaced_custom_object(
-                res.group, res.version, namespace, res.plural, name
-            )
+        args = (res.group, res.version, *((namespace,) if namespace else ()), res.plural, name)
+        method = (
+            self.custom.get_namespaced_custom_object
             if namespace
-            else self.custom.get_cluster_custom_object(res.group, res.version, res.plural, name)
+            else self.custom.get_cluster_custom_object
         )
         try:
-            obj: dict[str, Any] = await self._call(("get", res, namespace, name), call)
+            obj: dict[str, Any] = await self._call(("get", res, namespace, name), method, *args)
         except KubeApiError as err:
             if err.status == 404:
                 return None
@@ -228,7 +248,9 @@ class KubeApi:
         try:
             found = await self._call(
                 ("discover", res, None, f"/apis/{res.group}/{res.version}"),
-                self.custom.get_api_resources(res.group, res.version),
+                self.custom.get_api_resources,
+                res.group,
+                res.version,
             )
         except KubeApiError as err:
             if err.status == 404:
@@ -240,7 +262,9 @@ class KubeApi:
         """Pods as plain dicts, as the API sends them (camelCase keys)."""
         pods = await self._call(
             ("list", PODS, namespace, "*"),
-            self.core.list_namespaced_pod(namespace, label_selector=label_selector),
+            self.core.list_namespaced_pod,
+            namespace,
+            label_selector=label_selector,
         )
         items: list[dict[str, Any]] = self.api_client.sanitize_for_serialization(pods)[  # type: ignore[no-untyped-call]
             "items"
@@ -253,14 +277,13 @@ class KubeApi:
         """Create an object (``namespace`` None: cluster-scoped)."""
         meta = body.get("metadata") or {}
         name = meta.get("name") or f"{meta.get('generateName', '')}*"
-        call = (
-            self.custom.create_namespaced_custom_object(
-                res.group, res.version, namespace, res.plural, body
-            )
+        args = (res.group, res.version, *((namespace,) if namespace else ()), res.plural, body)
+        method = (
+            self.custom.create_namespaced_custom_object
             if namespace
-            else self.custom.create_cluster_custom_object(res.group, res.version, res.plural, body)
+            else self.custom.create_cluster_custom_object
         )
-        obj: dict[str, Any] = await self._call(("create", res, namespace, name), call)
+        obj: dict[str, Any] = await self._call(("create", res, namespace, name), method, *args)
         return obj
 
     async def patch(
@@ -279,15 +302,14 @@ class KubeApi:
         )
         obj: dict[str, Any] = await self._call(
             ("patch status" if status else "patch", res, namespace, name),
-            method(
-                res.group,
-                res.version,
-                namespace,
-                res.plural,
-                name,
-                patch,
-                _content_type=MERGE_PATCH,
-            ),
+            method,
+            res.group,
+            res.version,
+            namespace,
+            res.plural,
+            name,
+            patch,
+            _content_type=MERGE_PATCH,
         )
         return obj
 
@@ -296,14 +318,13 @@ class KubeApi:
         try:
             await self._call(
                 ("delete", res, namespace, name),
-                self.custom.delete_namespaced_custom_object(
-                    res.group,
-                    res.version,
-                    namespace,
-                    res.plural,
-                    name,
-                    propagation_policy="Background",
-                ),
+                self.custom.delete_namespaced_custom_object,
+                res.group,
+                res.version,
+                namespace,
+                res.plural,
+                name,
+                propagation_policy="Background",
             )
         except KubeApiError as err:
             if err.status == 404:
