@@ -28,6 +28,7 @@ from harness.kube import (
     wait_for_phase,
     wait_for_task_state,
 )
+from harness.processes import free_port
 from harness.waiting import wait_for
 
 
@@ -208,6 +209,23 @@ def test_adaptive_cluster_gets_its_autoscaler_and_a_start_timeout(
     assert scaler["metadata"]["ownerReferences"][0]["name"] == "elastic"
     assert status["runner"]["mode"] == "in-process"
     assert (status["phase"], status["reason"]) == ("Failed", "ClusterStartTimeout")
+    assert status["tasks"]["hi"]["state"] == "Cancelled"
+
+
+def test_an_unreachable_scheduler_fails_the_run_cluster_unavailable(
+    crds: KubeCluster, namespace: str
+) -> None:
+    """The address backend's scheduler never answers: once the start timeout has passed,
+    the runner ends the run (the operator times only a DaskCluster it created)."""
+    address = f"tcp://127.0.0.1:{free_port()}"  # nothing listens there
+    cluster = {"backend": "address", "address": address, "startupTimeoutSeconds": 2}
+    hello = [{"name": "hi", "command": ["echo", "hi"]}]
+    with operator_running(crds, namespace):
+        apply(crds, flowrun("nobody-home", hello, cluster=cluster), namespace)
+        status = wait_for_phase(crds, namespace, "nobody-home", timeout=90)["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "ClusterUnavailable")
+    assert status["message"].startswith("cannot use the Dask cluster: ")
+    assert address.removeprefix("tcp://") in status["message"]
     assert status["tasks"]["hi"]["state"] == "Cancelled"
 
 

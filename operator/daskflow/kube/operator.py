@@ -42,7 +42,7 @@ from .endpoints import serve_health, serve_metrics
 from .metrics import FlowRunMetrics
 from .pods import ImagePullWatch
 from .readiness import DASK_KUBERNETES, DaskKubernetesMissing, Preflight
-from .runner import RunnerSettings, drive_flowrun
+from .runner import RunnerSettings, drive_flowrun, task_names
 from .status import RunEndedElsewhere, StatusWriter
 
 log = logging.getLogger(__name__)
@@ -57,11 +57,6 @@ CHILD_KINDS = {"dask": (DASKAUTOSCALERS, DASKCLUSTERS), "runner": (JOBS,)}
 def snapshot(body: Any) -> dict[str, Any]:
     """A plain, private copy of kopf's live body: never mutate the watched object."""
     return copy.deepcopy(dict(body))
-
-
-def _task_names(body: dict[str, Any]) -> list[str]:
-    tasks = (body.get("spec") or {}).get("tasks") or []
-    return [t["name"] for t in tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
 
 
 def _terminal(body: dict[str, Any]) -> bool:
@@ -115,7 +110,7 @@ class Supervisor:
         """End the run by force; returns the status it has now."""
         writer = StatusWriter(self.api, body, "operator")
         final = end_run(
-            body.get("status") or {}, end.phase, end.reason, end.message, _task_names(body)
+            body.get("status") or {}, end.phase, end.reason, end.message, task_names(body)
         )
         with contextlib.suppress(RunEndedElsewhere):
             await writer.write(final)

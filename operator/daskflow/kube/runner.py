@@ -52,6 +52,13 @@ def _manifest(body: dict[str, Any]) -> dict[str, Any]:
     return {k: body[k] for k in ("apiVersion", "kind", "metadata", "spec") if k in body}
 
 
+def task_names(body: dict[str, Any]) -> list[str]:
+    """The names of a FlowRun's tasks, read from its spec even when the spec is invalid:
+    a run ended by force shows each of them Cancelled."""
+    tasks = (body.get("spec") or {}).get("tasks") or []
+    return [t["name"] for t in tasks if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+
 def dataset_prefix(uid: str) -> str:
     return f"daskflow-{uid}-"
 
@@ -157,7 +164,7 @@ async def drive_flowrun(
     try:
         flow = parse_flowrun(_manifest(body), f"FlowRun {namespace}/{name}")
     except ManifestError as err:
-        final = end_run(status, Phase.FAILED, "InvalidSpec", str(err))
+        final = end_run(status, Phase.FAILED, "InvalidSpec", str(err), task_names(body))
         with contextlib.suppress(RunEndedElsewhere):
             await writer.write(final)
         return final
@@ -193,6 +200,7 @@ async def drive_flowrun(
             Phase.FAILED,
             "ClusterUnavailable",
             f"cannot use the Dask cluster: {err}",
+            task_names(body),
         )
         with contextlib.suppress(RunEndedElsewhere):
             await writer.write(final)
