@@ -252,13 +252,9 @@ class RunState:
     def _task_reported(self, event: TaskReported) -> Effects:
         name = event.task
         rec = self._book.tasks[name]
-        if name in self._reported or rec.state not in (
-            TaskState.PENDING,
-            TaskState.RUNNING,
-            TaskState.RETRYING,
-            TaskState.SUCCEEDED,
-        ):
-            return NOTHING  # a recompute of a value lost with its worker; or it did not end well
+        ended_badly = rec.state.terminal and rec.state != TaskState.SUCCEEDED
+        if name in self._reported or ended_badly:
+            return NOTHING  # a recompute of a value lost with its worker, or too late
         self._reported.add(name)
         self._awaiting.discard(name)
         last_error = (rec.message or "").partition("\n")[0]
